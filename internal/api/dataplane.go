@@ -1,0 +1,298 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/berthrun/berth/internal/control"
+	"github.com/berthrun/berth/internal/session"
+)
+
+// Headers of the AgentCore data plane.
+const (
+	hdrSessionID = "X-Amzn-Bedrock-Agentcore-Runtime-Session-Id"
+	hdrRequestID = "X-Amzn-Bedrock-Agentcore-Runtime-Request-Id"
+)
+
+// MaxPayload is the largest invocation body accepted (AgentCore's limit).
+const MaxPayload = 100 << 20
+
+// forwardedHeaders are passed from the caller to the agent as they are.
+var forwardedHeaders = []string{
+	"Content-Type", "Accept", "Traceparent", "Tracestate", "Baggage", "X-Amzn-Trace-Id",
+	"Mcp-Session-Id", "Mcp-Protocol-Version", "Mcp-Method", "Mcp-Name",
+}
+
+// returnedHeaders are passed from the agent's response back to the caller.
+var returnedHeaders = []string{"Content-Type", "Content-Length", "Cache-Control", "Mcp-Session-Id", "Mcp-Protocol-Version"}
+
+// echoedHeaders are trace headers the caller sent that the response repeats.
+var echoedHeaders = []string{"Traceparent", "Tracestate", "Baggage", "X-Amzn-Trace-Id"}
+
+var runtimeIDRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,99}-[a-zA-Z0-9]{10}$`)
+
+// runtimeID reads the runtime a data-plane path label names: a full runtime
+// ARN, or a bare runtime ID with the accountId query parameter.
+func (s *Server) runtimeID(label string, q url.Values) (string, error) {
+	var id string
+	if rest, ok := strings.CutPrefix(label, "arn:"); ok {
+		// aws:bedrock-agentcore:{region}:{account}:runtime/{id}
+		parts := strings.SplitN(rest, ":", 5)
+		if len(parts) != 5 || parts[1] != "bedrock-agentcore" || !strings.HasPrefix(parts[4], "runtime/") {
+			return "", validationError("agentRuntimeArn", "%q is not an agent runtime ARN (arn:aws:bedrock-agentcore:REGION:ACCOUNT:runtime/ID)", label)
+		}
+		if parts[2] != s.control.Region() || parts[3] != s.control.AccountID() {
+			return "", notFound("agent runtime %s not found: this server serves region %s, account %s", label, s.control.Region(), s.control.AccountID())
+		}
+		id = strings.TrimPrefix(parts[4], "runtime/")
+	} else {
+		id = label
+		acct := q.Get("accountId")
+		if acct == "" {
+			return "", validationError("accountId", "is required when the agent runtime is given by ID rather than ARN")
+		}
+		if acct != s.control.AccountID() {
+			return "", notFound("agent runtime %s not found in account %s", id, acct)
+		}
+	}
+	if !runtimeIDRE.MatchString(id) {
+		return "", validationError("agentRuntimeArn", "%q is not a valid agent runtime ID", id)
+	}
+	return id, nil
+}
+
+// sessionID returns the call's runtime session ID, generating one if the
+// caller sent none (AWS SDKs always send one).
+func sessionID(r *http.Request, required bool) (string, error) {
+	id := r.Header.Get(hdrSessionID)
+	if id == "" {
+		if required {
+			return "", validationError("runtimeSessionId", "is required (header %s)", hdrSessionID)
+		}
+		return uuid.NewString(), nil
+	}
+	if n := len(id); n < 33 || n > 256 {
+		return "", validationError("runtimeSessionId", "is %d characters long; it must be 33 to 256", n)
+	}
+	for _, c := range id {
+		if c < 0x21 || c > 0x7e {
+			return "", validationError("runtimeSessionId", "must contain only printable ASCII characters")
+		}
+	}
+	return id, nil
+}
+
+// invoke implements InvokeAgentRuntime: it finds or starts the session's
+// sandbox and streams the agent's answer back as it is produced.
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
+	q := r.URL.Query()
+	runtimeID, err := s.runtimeID(label, q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sid, err := sessionID(r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if r.ContentLength > MaxPayload {
+		s.writeError(w, r, validationError("payload", "is %d bytes; the limit is %d bytes (100 MB)", r.ContentLength, MaxPayload))
+		return
+	}
+	d, err := s.control.Resolve(r.Context(), runtimeID, q.Get("qualifier"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sess, err := s.sessions.Acquire(r.Context(), runtimeID, sid, s.target(d))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer sess.Release()
+
+	// The call ends when the caller goes away or when the session ends
+	// (StopRuntimeSession ends streams in flight).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(sess.Context(), cancel)
+	defer stop()
+
+	body := &limitedBody{r: http.MaxBytesReader(w, r.Body, MaxPayload)}
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+d.Config.Protocol.Path, body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out.ContentLength = r.ContentLength
+	if r.ContentLength == 0 {
+		out.Body = http.NoBody
+	}
+	for _, h := range forwardedHeaders {
+		if v := r.Header.Values(h); len(v) > 0 {
+			out.Header[h] = v
+		}
+	}
+	for _, h := range d.Config.HeaderAllowlist {
+		if v := r.Header.Values(h); len(v) > 0 {
+			out.Header[http.CanonicalHeaderKey(h)] = v
+		}
+	}
+	out.Header.Set(hdrSessionID, sid)
+	out.Header.Set(hdrRequestID, requestID(r.Context()))
+
+	resp, err := sess.Transport().RoundTrip(out)
+	if err != nil {
+		switch {
+		case body.tooLarge:
+			s.writeError(w, r, validationError("payload", "is larger than the limit of %d bytes (100 MB)", MaxPayload))
+		case r.Context().Err() != nil:
+			// The caller is gone; nobody reads an answer.
+		case sess.Context().Err() != nil:
+			s.writeError(w, r, runtimeClientError("runtime session %s ended during the call", sid))
+		default:
+			s.writeError(w, r, s.agentFailure(sess, err))
+		}
+		return
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		s.writeError(w, r, runtimeClientError("the agent answered %s: %s (agent log: %s)", resp.Status, strings.TrimSpace(string(snippet)), sess.LogDir))
+		return
+	}
+	h := w.Header()
+	for _, k := range returnedHeaders {
+		if v := resp.Header.Values(k); len(v) > 0 {
+			h[k] = v
+		}
+	}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/octet-stream")
+	}
+	for _, k := range echoedHeaders {
+		if v := r.Header.Values(k); len(v) > 0 {
+			h[k] = v
+		}
+	}
+	h.Set(hdrSessionID, sid)
+	w.WriteHeader(resp.StatusCode)
+	if err := stream(w, resp.Body); err != nil && r.Context().Err() == nil {
+		// The agent's side failed mid-answer. Abort the connection so
+		// the caller sees a broken stream, not a clean but short one.
+		s.log.Warn("stream from agent broke", "request_id", requestID(r.Context()), "session", sid, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// agentFailure explains why a call to an agent failed, waiting briefly for
+// the sandbox to report an exit so the caller learns that the agent died.
+func (s *Server) agentFailure(sess *session.Session, err error) error {
+	select {
+	case <-sess.Sandbox().Done():
+		return runtimeClientError("the agent exited during the call (%v); the next call starts a new session sandbox; agent log: %s", sess.Sandbox().Err(), sess.LogDir)
+	case <-time.After(200 * time.Millisecond):
+		return runtimeClientError("could not reach the agent: %v; agent log: %s", err, sess.LogDir)
+	}
+}
+
+// target turns a deployment into what a new session runs.
+func (s *Server) target(d *control.Deployment) *session.Target {
+	return &session.Target{
+		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
+		WorkDir: control.WorkDir, Port: d.Config.Protocol.Port, Limits: s.opts.SessionLimits,
+		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
+		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// stream copies an agent's answer to the caller, flushing every chunk as it
+// arrives so that server-sent events are never held back.
+func stream(w http.ResponseWriter, body io.Reader) error {
+	rc := http.NewResponseController(w)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil // the caller is gone
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return nil
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// limitedBody remembers whether the caller's body went over MaxPayload, so
+// that the failure is reported as the caller's fault.
+type limitedBody struct {
+	r        io.ReadCloser
+	tooLarge bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.tooLarge = true
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.r.Close() }
+
+type stopSessionRequest struct {
+	ClientToken string `json:"clientToken,omitempty"`
+}
+
+// stopSession implements StopRuntimeSession.
+func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, label string) {
+	runtimeID, err := s.runtimeID(label, r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sid, err := sessionID(r, true)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req stopSessionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.control.GetRuntime(r.Context(), runtimeID, 0); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.sessions.Stop(r.Context(), runtimeID, sid); err != nil {
+		s.writeError(w, r, fmt.Errorf("stop runtime session: %w", err))
+		return
+	}
+	w.Header().Set(hdrSessionID, sid)
+	writeJSON(w, http.StatusOK, struct{}{})
+}

@@ -1,0 +1,318 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthrun/berth/internal/store"
+)
+
+// WorkDir is where an agent's code bundle appears inside its sandbox.
+const WorkDir = "/app"
+
+// Deployment is everything the data plane needs to start a session of one
+// runtime version.
+type Deployment struct {
+	RuntimeID  string
+	RuntimeARN string
+	Version    int
+	Config     Config
+	// CodeDir is the host directory holding the unpacked code bundle.
+	CodeDir string
+	// Args and Env are the agent's command line and environment.
+	Args []string
+	Env  []string
+}
+
+// Resolve returns the deployment a data-plane call reaches: the version the
+// qualifier (an endpoint name; "" means DEFAULT) currently serves.
+func (s *Service) Resolve(ctx context.Context, runtimeID, qualifier string) (*Deployment, error) {
+	if qualifier == "" {
+		qualifier = DefaultEndpoint
+	}
+	key := [2]string{runtimeID, qualifier}
+	s.mu.RLock()
+	d := s.deployments[key]
+	s.mu.RUnlock()
+	if d != nil {
+		return d, nil
+	}
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		r, err := s.getRuntime(ctx, tx, runtimeID)
+		if err != nil {
+			return err
+		}
+		e, err := s.getEndpoint(ctx, tx, runtimeID, qualifier)
+		if err != nil {
+			return err
+		}
+		if e.LiveVersion == 0 {
+			if e.Status == StatusCreating {
+				return fmt.Errorf("agent runtime %s is still being created; retry once it is READY: %w", runtimeID, ErrNotReady)
+			}
+			return fmt.Errorf("endpoint %s of agent runtime %s has no ready version (%s): %w", qualifier, runtimeID, e.FailureReason, ErrNotReady)
+		}
+		v, err := s.getVersion(ctx, tx, runtimeID, e.LiveVersion)
+		if err != nil {
+			return err
+		}
+		view, err := s.runtimeView(r, v)
+		if err != nil {
+			return err
+		}
+		d, err = s.deployment(ctx, view, v.Artifact)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.deployments[key] = d
+	s.mu.Unlock()
+	return d, nil
+}
+
+// deployment builds the Deployment of a prepared version.
+func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (*Deployment, error) {
+	c := rt.Config
+	if c.Code == nil {
+		return nil, fmt.Errorf("agent runtime %s version %d has no code bundle: %w", rt.ID, rt.Version, ErrNotReady)
+	}
+	dir, err := s.arts.Unpack(ctx, artifact)
+	if err != nil {
+		return nil, fmt.Errorf("unpack code bundle of %s version %d: %w", rt.ID, rt.Version, err)
+	}
+	args, err := s.command(c.Code, dir)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{
+		"PATH":                    "/usr/local/bin:/usr/bin:/bin",
+		"HOME":                    "/tmp",
+		"LANG":                    "C.UTF-8",
+		"PORT":                    strconv.Itoa(c.Protocol.Port),
+		"AWS_REGION":              s.opts.Region,
+		"AWS_DEFAULT_REGION":      s.opts.Region,
+		"PYTHONUNBUFFERED":        "1",
+		"PYTHONDONTWRITEBYTECODE": "1",
+	}
+	for k, v := range c.Env {
+		env[k] = v
+	}
+	// The Python agent SDK binds 0.0.0.0 only when it believes it runs in a
+	// container; the contract requires that.
+	env["DOCKER_CONTAINER"] = "1"
+	envList := make([]string, 0, len(env))
+	for _, k := range sortedKeys(env) {
+		envList = append(envList, k+"="+env[k])
+	}
+	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
+		CodeDir: dir, Args: args, Env: envList}, nil
+}
+
+// command returns the agent's command line: a script entry point runs with
+// the runtime's interpreter; anything else runs as it is, relative to the
+// bundle if it names a file there.
+func (s *Service) command(code *CodeArtifact, dir string) ([]string, error) {
+	entry := code.EntryPoint
+	first := entry[0]
+	python := strings.HasPrefix(code.Runtime, "PYTHON_")
+	script := (python && strings.HasSuffix(first, ".py")) ||
+		(!python && (strings.HasSuffix(first, ".js") || strings.HasSuffix(first, ".mjs") || strings.HasSuffix(first, ".cjs")))
+	if script {
+		if err := checkInBundle(dir, first); err != nil {
+			return nil, err
+		}
+		interp, err := s.interpreter(code.Runtime)
+		if err != nil {
+			return nil, err
+		}
+		return append([]string{interp}, entry...), nil
+	}
+	if !strings.Contains(first, "/") {
+		if _, err := os.Stat(filepath.Join(dir, first)); err == nil {
+			first = WorkDir + "/" + first
+		}
+	} else if !strings.HasPrefix(first, "/") {
+		first = WorkDir + "/" + strings.TrimPrefix(first, "./")
+	}
+	return append([]string{first}, entry[1:]...), nil
+}
+
+func checkInBundle(dir, name string) error {
+	if _, err := os.Stat(filepath.Join(dir, filepath.Clean("/"+name))); err != nil {
+		return fmt.Errorf("entryPoint %q is not in the code bundle (is the zip's top level the project folder?)", name)
+	}
+	return nil
+}
+
+// interpreter finds the host interpreter for a code runtime, preferring the
+// exact version (python3.12 for PYTHON_3_12) and falling back to the generic
+// one, in the directories sandboxes can see.
+func (s *Service) interpreter(runtime string) (string, error) {
+	var names []string
+	if v, ok := strings.CutPrefix(runtime, "PYTHON_"); ok {
+		names = []string{"python" + strings.ReplaceAll(v, "_", "."), "python3"}
+	} else {
+		names = []string{"node", "nodejs"}
+	}
+	for _, n := range names {
+		for _, d := range s.opts.SystemDirs {
+			p := filepath.Join(d, n)
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interpreter for %s on this host (looked for %s in %s); install it (e.g. apt-get install %s)",
+		runtime, strings.Join(names, ", "), strings.Join(s.opts.SystemDirs, ", "), map[bool]string{true: "python3", false: "nodejs"}[strings.HasPrefix(runtime, "PYTHON_")])
+}
+
+// startPreparation prepares a version in the background.
+func (s *Service) startPreparation(runtimeID string, version int) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.prepare(s.ctx, runtimeID, version)
+	}()
+}
+
+// resumePreparation restarts the preparation of versions an earlier run left
+// unfinished.
+func (s *Service) resumePreparation(ctx context.Context) error {
+	var pending []store.Version
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		after := ""
+		for {
+			rs, err := tx.ListRuntimes(ctx, after, 100)
+			if err != nil {
+				return err
+			}
+			if len(rs) == 0 {
+				return nil
+			}
+			for _, r := range rs {
+				vs, err := tx.ListVersions(ctx, r.ID, 0, 0)
+				if err != nil {
+					return err
+				}
+				for _, v := range vs {
+					if v.Status == StatusCreating || v.Status == StatusUpdating {
+						pending = append(pending, v)
+					}
+				}
+			}
+			after = rs[len(rs)-1].ID
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("find unprepared versions: %w", err)
+	}
+	for _, v := range pending {
+		s.startPreparation(v.RuntimeID, v.Number)
+	}
+	return nil
+}
+
+// prepare fetches and checks a version's artifact, then marks the version
+// READY (moving the endpoints that wait for it) or failed with a reason.
+func (s *Service) prepare(ctx context.Context, runtimeID string, number int) {
+	log := s.log.With("runtime", runtimeID, "version", number)
+	var rt Runtime
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		r, err := tx.GetRuntime(ctx, runtimeID)
+		if err != nil {
+			return err
+		}
+		v, err := tx.GetVersion(ctx, runtimeID, number)
+		if err != nil {
+			return err
+		}
+		rt, err = s.runtimeView(r, v)
+		return err
+	})
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
+			log.Error("prepare version", "err", err)
+		}
+		return
+	}
+	start := time.Now()
+	artifact, perr := s.fetch(ctx, rt)
+	if ctx.Err() != nil {
+		return // shutting down: the next start resumes
+	}
+	if perr == nil {
+		_, perr = s.deployment(ctx, rt, artifact)
+	}
+	err = s.update(ctx, func(tx store.Tx) error {
+		v, err := tx.GetVersion(ctx, runtimeID, number)
+		if err != nil {
+			return err
+		}
+		v.Artifact = artifact
+		v.UpdatedAt = time.Now().UTC()
+		if perr != nil {
+			v.Status = StatusCreateFailed
+			if number > 1 {
+				v.Status = StatusUpdateFailed
+			}
+			v.FailureReason = perr.Error()
+		} else {
+			v.Status = StatusReady
+		}
+		if err := tx.UpdateVersion(ctx, v); err != nil {
+			return err
+		}
+		eps, err := tx.ListEndpoints(ctx, runtimeID, "", 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range eps {
+			if e.TargetVersion != number {
+				continue
+			}
+			settle(&e, v)
+			e.UpdatedAt = v.UpdatedAt
+			if err := tx.UpdateEndpoint(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Deleted while being prepared.
+	case err != nil:
+		log.Error("record preparation", "err", err)
+	case perr != nil:
+		log.Warn("version failed", "reason", perr)
+	default:
+		log.Info("version ready", "artifact", artifact, "took", time.Since(start))
+	}
+}
+
+// fetch resolves and unpacks the version's artifact and returns its digest.
+func (s *Service) fetch(ctx context.Context, rt Runtime) (string, error) {
+	c := rt.Config
+	if c.Container != nil {
+		return "", fmt.Errorf("container image %q: this Berth server runs code bundles only (codeConfiguration); container images are not supported yet", c.Container.URI)
+	}
+	if c.Network.Mode == "VPC" {
+		return "", errors.New("networkMode VPC is not supported by Berth: use PUBLIC")
+	}
+	digest, err := s.arts.Resolve(ctx, c.Code.Bucket, c.Code.Key, c.Code.VersionID)
+	if err != nil {
+		return "", fmt.Errorf("code bundle s3://%s/%s: %w (upload it first, e.g. PUT /berth/v1/code/%s/%s)", c.Code.Bucket, c.Code.Key, err, c.Code.Bucket, c.Code.Key)
+	}
+	if _, err := s.arts.Unpack(ctx, digest); err != nil {
+		return digest, fmt.Errorf("code bundle s3://%s/%s: %w", c.Code.Bucket, c.Code.Key, err)
+	}
+	return digest, nil
+}

@@ -1,0 +1,91 @@
+// Package sandbox defines how Berth runs one agent session in isolation.
+//
+// A Driver starts sandboxes; each Sandbox has its own PID, mount, network, IPC
+// and UTS namespaces, a private writable /tmp and working directory, a
+// read-only view of the host system and cgroup limits. Berth never reaches an
+// agent through a host port: it dials the agent inside the sandbox's own
+// network namespace with Sandbox.DialContext, so every agent can listen on
+// :8080 without colliding with any other.
+//
+// Drivers live in sub-packages (runc is the first); the conformance suite in
+// sandboxtest is what every driver must pass.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+)
+
+// Spec describes one sandbox to start.
+type Spec struct {
+	// ID names the sandbox uniquely among the driver's live sandboxes. It is
+	// made of [A-Za-z0-9_.-] and at most 64 characters long.
+	ID string
+
+	// Args is the agent's command line. Args[0] is resolved inside the
+	// sandbox, against Env's PATH when it has no slash.
+	Args []string
+	// Env is the agent's whole environment, as KEY=value pairs.
+	Env []string
+
+	// CodeDir, if set, is a host directory that appears inside the sandbox at
+	// WorkDir as a writable copy-on-write view: the agent can change files
+	// there, but its changes are its own and vanish with the sandbox, and
+	// CodeDir itself is never modified (it is shared by every sandbox of a
+	// runtime version).
+	CodeDir string
+	// WorkDir is the agent's working directory inside the sandbox.
+	WorkDir string
+
+	// Limits bounds the resources the sandbox can use.
+	Limits Limits
+
+	// Stdout and Stderr receive the agent's output. The driver hands these
+	// files to the agent directly; the caller keeps ownership and may close
+	// them once Start returns.
+	Stdout, Stderr *os.File
+}
+
+// Limits are the resource limits of one sandbox. A zero field means the
+// driver's default.
+type Limits struct {
+	MemoryBytes int64 // memory limit (OOM-kill above it)
+	MilliCPUs   int64 // CPU quota in thousandths of a CPU
+	Pids        int64 // maximum number of processes and threads
+	TmpBytes    int64 // size of the private /tmp
+}
+
+// Sandbox is one running, isolated agent.
+type Sandbox interface {
+	// ID returns the Spec.ID the sandbox was started with.
+	ID() string
+	// DialContext connects to addr (an IP literal and port, e.g.
+	// "127.0.0.1:8080") inside the sandbox's network namespace.
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	// Done is closed when the sandbox's agent process has exited, whether it
+	// crashed, was killed or was stopped.
+	Done() <-chan struct{}
+	// Err describes, once Done is closed, why the agent exited (for example
+	// "exited with status 1" or "killed: out of memory"). It is nil before.
+	Err() error
+	// Stop kills every process of the sandbox and releases everything it
+	// held: processes, mounts, cgroups, namespaces and its writable layer.
+	// It is safe to call more than once and after the agent has exited.
+	Stop(ctx context.Context) error
+}
+
+// Driver starts sandboxes.
+type Driver interface {
+	// Start creates and starts a sandbox. It returns once the agent process
+	// has been started; it does not wait for the agent to become healthy.
+	Start(ctx context.Context, spec Spec) (Sandbox, error)
+	// Cleanup removes what sandboxes of an earlier run of Berth left behind
+	// (after a crash or a kill), so no process, mount or cgroup is leaked.
+	Cleanup(ctx context.Context) error
+}
+
+// ErrUnavailable reports that a driver cannot run on this host (for example,
+// its OCI runtime is not installed or Berth is not root).
+var ErrUnavailable = errors.New("sandbox driver unavailable")

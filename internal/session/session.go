@@ -1,0 +1,543 @@
+// Package session runs agent sessions: one sandbox per runtime session ID,
+// started on the session's first call, reused by its later calls (affinity),
+// and ended when it has been idle too long (unless its agent reports
+// HealthyBusy), when it reaches its maximum lifetime, when it is stopped, or
+// when its agent dies.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berthrun/berth/internal/sandbox"
+)
+
+// Errors of Acquire and Stop.
+var (
+	// ErrQuota reports that the server runs as many sessions as it may.
+	ErrQuota = errors.New("session quota exceeded")
+	// ErrNotFound reports that no live session has the given ID.
+	ErrNotFound = errors.New("session not found")
+	// ErrAgent reports that the agent failed: it did not become healthy in
+	// time, or it exited.
+	ErrAgent = errors.New("agent failed")
+	// ErrClosed reports that the manager is shutting down.
+	ErrClosed = errors.New("session manager closed")
+)
+
+// Reasons a session ends.
+const (
+	EndIdle     = "idle"
+	EndLifetime = "lifetime"
+	EndStopped  = "stopped"
+	EndCrashed  = "crashed"
+	EndShutdown = "shutdown"
+)
+
+// States of a session.
+const (
+	StateStarting = "STARTING"
+	StateReady    = "READY"
+)
+
+// Target is what a new session runs: one version of a runtime.
+type Target struct {
+	RuntimeID   string
+	Version     int
+	Args        []string
+	Env         []string
+	CodeDir     string
+	WorkDir     string
+	Port        int
+	IdleTimeout time.Duration
+	MaxLifetime time.Duration
+	Limits      sandbox.Limits
+}
+
+// Options configure a Manager.
+type Options struct {
+	// MaxSessions caps live sessions across all runtimes.
+	MaxSessions int
+	// ReadyTimeout bounds how long a new agent may take to answer /ping.
+	ReadyTimeout time.Duration
+	// ReapInterval is how often idle and expired sessions are looked for.
+	ReapInterval time.Duration
+	// LogDir holds each session's agent output, in
+	// LogDir/<runtime ID>/<session>/{stdout,stderr}.log.
+	LogDir string
+	Logger *slog.Logger
+}
+
+// Manager owns every live session.
+type Manager struct {
+	driver sandbox.Driver
+	opts   Options
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[key]*Session
+	closed   bool
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type key struct{ runtimeID, sessionID string }
+
+// Session is one live session.
+type Session struct {
+	RuntimeID string
+	ID        string
+	Version   int
+	CreatedAt time.Time
+	// LogDir is the directory holding the session's agent output.
+	LogDir string
+
+	target    Target
+	sb        sandbox.Sandbox
+	transport *http.Transport
+	// ready is closed when the session has started or failed to; startErr
+	// says which.
+	ready    chan struct{}
+	startErr error
+
+	// ctx ends when the session ends; calls in flight are tied to it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	lastUsed atomic.Int64 // unix nanoseconds of the last call's end or start
+	lastBusy atomic.Int64 // unix nanoseconds the agent last said HealthyBusy
+	inflight atomic.Int32
+	ended    atomic.Bool
+}
+
+// New returns a Manager that starts sandboxes with driver. Its reaper runs
+// until Close.
+func New(driver sandbox.Driver, opts Options) *Manager {
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 100
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	if opts.ReapInterval <= 0 {
+		opts.ReapInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{driver: driver, opts: opts, log: opts.Logger, sessions: map[key]*Session{}, ctx: ctx, cancel: cancel}
+	m.wg.Add(1)
+	go m.reap()
+	return m
+}
+
+// Acquire returns the live session sessionID of runtimeID, starting one that
+// runs t if there is none, and waits until its agent is healthy. The caller
+// must call Release when its call is done.
+func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *Target) (*Session, error) {
+	k := key{runtimeID, sessionID}
+	for {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return nil, ErrClosed
+		}
+		s := m.sessions[k]
+		if s == nil {
+			if len(m.sessions) >= m.opts.MaxSessions {
+				m.mu.Unlock()
+				return nil, fmt.Errorf("%d sessions are live, the most this server allows: %w", m.opts.MaxSessions, ErrQuota)
+			}
+			s = m.newSession(k, t)
+			m.sessions[k] = s
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.start(s)
+			}()
+		}
+		s.inflight.Add(1)
+		m.mu.Unlock()
+
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			s.Release()
+			return nil, ctx.Err()
+		}
+		if s.startErr != nil {
+			s.Release()
+			return nil, s.startErr
+		}
+		if s.ended.Load() {
+			// It ended between lookup and now; start a fresh one.
+			s.Release()
+			continue
+		}
+		s.touch()
+		return s, nil
+	}
+}
+
+func (m *Manager) newSession(k key, t *Target) *Session {
+	ctx, cancel := context.WithCancel(m.ctx)
+	now := time.Now()
+	s := &Session{RuntimeID: k.runtimeID, ID: k.sessionID, Version: t.Version, CreatedAt: now,
+		LogDir: filepath.Join(m.opts.LogDir, k.runtimeID, logName(k.sessionID)),
+		target: *t, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
+	s.lastUsed.Store(now.UnixNano())
+	return s
+}
+
+// start creates the session's sandbox and waits for its agent's /ping.
+func (m *Manager) start(s *Session) {
+	log := m.log.With("runtime", s.RuntimeID, "session", s.ID)
+	begin := time.Now()
+	err := m.startSandbox(s)
+	if err == nil {
+		err = m.waitReady(s)
+	}
+	if err != nil {
+		s.startErr = err
+		m.remove(s)
+		if s.sb != nil {
+			m.stopSandbox(s)
+		}
+		s.cancel()
+		close(s.ready)
+		log.Warn("session failed to start", "err", err)
+		return
+	}
+	close(s.ready)
+	log.Info("session started", "version", s.Version, "took", time.Since(begin))
+
+	// Watch for the agent dying.
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		select {
+		case <-s.sb.Done():
+			log.Warn("agent exited", "err", s.sb.Err())
+			m.end(s, EndCrashed)
+		case <-s.ctx.Done():
+		}
+	}()
+}
+
+func (m *Manager) startSandbox(s *Session) error {
+	if err := os.MkdirAll(s.LogDir, 0o750); err != nil {
+		return fmt.Errorf("create session log dir: %w", err)
+	}
+	open := func(name string) (*os.File, error) {
+		return os.OpenFile(filepath.Join(s.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	}
+	stdout, err := open("stdout.log")
+	if err != nil {
+		return fmt.Errorf("open session log: %w", err)
+	}
+	defer stdout.Close()
+	stderr, err := open("stderr.log")
+	if err != nil {
+		return fmt.Errorf("open session log: %w", err)
+	}
+	defer stderr.Close()
+
+	t := s.target
+	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
+		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
+		Limits: t.Limits, Stdout: stdout, Stderr: stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("start sandbox: %w", err)
+	}
+	s.sb = sb
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
+	s.transport = &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return sb.DialContext(ctx, "tcp", addr)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return nil
+}
+
+// waitReady polls the agent's /ping until it answers 200, the agent exits,
+// or ReadyTimeout passes. Polls start fast, since a cold start's latency is
+// what the caller waits for, and back off.
+func (m *Manager) waitReady(s *Session) error {
+	deadline := time.NewTimer(m.opts.ReadyTimeout)
+	defer deadline.Stop()
+	delay := time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, time.Second)
+		_, err := s.ping(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.sb.Done():
+			return fmt.Errorf("agent exited before it became healthy (%v); see its log in %s: %w", s.sb.Err(), s.LogDir, ErrAgent)
+		case <-deadline.C:
+			return fmt.Errorf("runtime initialization time exceeded: the agent did not answer GET /ping with 200 within %s (last: %v); see its log in %s: %w",
+				m.opts.ReadyTimeout, err, s.LogDir, ErrAgent)
+		case <-s.ctx.Done():
+			return ErrClosed
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// pingStatus is the body of GET /ping.
+type pingStatus struct {
+	Status string `json:"status"`
+}
+
+// ping calls the agent's /ping and returns its status ("Healthy" if the body
+// does not say).
+func (s *Session) ping(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/ping", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := s.transport.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /ping answered %s", resp.Status)
+	}
+	var ps pingStatus
+	if json.Unmarshal(body, &ps) != nil || ps.Status == "" {
+		return "Healthy", nil
+	}
+	return ps.Status, nil
+}
+
+// Transport returns the round tripper that reaches the session's agent. The
+// request's URL host is ignored.
+func (s *Session) Transport() http.RoundTripper { return s.transport }
+
+// Context returns a context that ends when the session ends.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Sandbox returns the session's sandbox.
+func (s *Session) Sandbox() sandbox.Sandbox { return s.sb }
+
+// Release ends a call begun by Acquire.
+func (s *Session) Release() {
+	s.touch()
+	s.inflight.Add(-1)
+}
+
+func (s *Session) touch() { s.lastUsed.Store(time.Now().UnixNano()) }
+
+// Info describes a live session.
+type Info struct {
+	RuntimeID string
+	SessionID string
+	Version   int
+	State     string
+	CreatedAt time.Time
+	LastUsed  time.Time
+	Inflight  int
+	LogDir    string
+}
+
+// Info returns a snapshot of the session.
+func (s *Session) Info() Info {
+	state := StateStarting
+	select {
+	case <-s.ready:
+		state = StateReady
+	default:
+	}
+	return Info{RuntimeID: s.RuntimeID, SessionID: s.ID, Version: s.Version, State: state, CreatedAt: s.CreatedAt,
+		LastUsed: time.Unix(0, s.lastUsed.Load()), Inflight: int(s.inflight.Load()), LogDir: s.LogDir}
+}
+
+// List returns the live sessions, of one runtime if runtimeID is not empty.
+func (m *Manager) List(runtimeID string) []Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Info, 0, len(m.sessions))
+	for k, s := range m.sessions {
+		if runtimeID == "" || k.runtimeID == runtimeID {
+			out = append(out, s.Info())
+		}
+	}
+	return out
+}
+
+// Stop ends a session, also ending any call in flight on it, and returns
+// once its sandbox is gone.
+func (m *Manager) Stop(ctx context.Context, runtimeID, sessionID string) error {
+	m.mu.Lock()
+	s := m.sessions[key{runtimeID, sessionID}]
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("session %s of runtime %s: %w", sessionID, runtimeID, ErrNotFound)
+	}
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.startErr != nil {
+		return fmt.Errorf("session %s of runtime %s: %w", sessionID, runtimeID, ErrNotFound)
+	}
+	m.end(s, EndStopped)
+	return nil
+}
+
+// StopRuntime ends every session of a runtime.
+func (m *Manager) StopRuntime(ctx context.Context, runtimeID string) {
+	for _, in := range m.List(runtimeID) {
+		_ = m.Stop(ctx, runtimeID, in.SessionID)
+	}
+}
+
+// end removes a session and destroys its sandbox. Only the first call for a
+// session does anything.
+func (m *Manager) end(s *Session, reason string) {
+	if s.ended.Swap(true) {
+		return
+	}
+	m.remove(s)
+	s.cancel()
+	m.stopSandbox(s)
+	m.log.Info("session ended", "runtime", s.RuntimeID, "session", s.ID, "reason", reason,
+		"age", time.Since(s.CreatedAt).Round(time.Millisecond))
+}
+
+func (m *Manager) remove(s *Session) {
+	m.mu.Lock()
+	k := key{s.RuntimeID, s.ID}
+	if m.sessions[k] == s {
+		delete(m.sessions, k)
+	}
+	m.mu.Unlock()
+}
+
+func (m *Manager) stopSandbox(s *Session) {
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.sb.Stop(ctx); err != nil {
+		m.log.Error("stop sandbox", "runtime", s.RuntimeID, "session", s.ID, "sandbox", s.sb.ID(), "err", err)
+	}
+}
+
+// reap ends sessions past their idle timeout or lifetime, until Close.
+func (m *Manager) reap() {
+	defer m.wg.Done()
+	tick := time.NewTicker(m.opts.ReapInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-tick.C:
+			m.reapOnce()
+		}
+	}
+}
+
+func (m *Manager) reapOnce() {
+	now := time.Now()
+	m.mu.Lock()
+	var candidates []*Session
+	for _, s := range m.sessions {
+		select {
+		case <-s.ready:
+			candidates = append(candidates, s)
+		default: // still starting
+		}
+	}
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, s := range candidates {
+		if now.Sub(s.CreatedAt) >= s.target.MaxLifetime {
+			wg.Go(func() { m.end(s, EndLifetime) })
+			continue
+		}
+		last := max(s.lastUsed.Load(), s.lastBusy.Load())
+		if s.inflight.Load() > 0 || now.Sub(time.Unix(0, last)) < s.target.IdleTimeout {
+			continue
+		}
+		// Idle by traffic: the agent may still be working in the background.
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+			status, err := s.ping(ctx)
+			cancel()
+			if err == nil && status == "HealthyBusy" {
+				s.lastBusy.Store(time.Now().UnixNano())
+				return
+			}
+			m.end(s, EndIdle)
+		})
+	}
+	wg.Wait()
+}
+
+// Close ends every session and stops the reaper.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	all := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		all = append(all, s)
+	}
+	m.mu.Unlock()
+	m.cancel()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Go(func() {
+			<-s.ready
+			if s.startErr == nil {
+				m.end(s, EndShutdown)
+			}
+		})
+	}
+	wg.Wait()
+	m.wg.Wait()
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
+
+// logName turns a session ID into a directory name: itself when it is a safe
+// name, else a hash of it.
+func logName(sessionID string) string {
+	if safeName.MatchString(sessionID) && sessionID != "." && sessionID != ".." {
+		return sessionID
+	}
+	sum := sha256.Sum256([]byte(sessionID))
+	return "h-" + hex.EncodeToString(sum[:16])
+}
