@@ -129,6 +129,12 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	stop := context.AfterFunc(sess.Context(), cancel)
 	defer stop()
 
+	// An agent may answer while the caller is still sending (an agent
+	// that streams its input back, say); HTTP/1.1 allows it, Go's server
+	// only when asked.
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		s.log.Debug("full duplex unavailable", "err", err)
+	}
 	body := &limitedBody{r: http.MaxBytesReader(w, r.Body, MaxPayload)}
 	out, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+d.Config.Protocol.Path, body)
 	if err != nil {

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berthrun/berth/internal/server"
+)
+
+func serverCommand() *cobra.Command {
+	var (
+		cfg                 server.Config
+		logFormat, logLevel string
+		memMiB, tmpMiB      int64
+		cpus                float64
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Berth server",
+		Long: `Run the Berth server: the AgentCore-compatible control and data planes on one
+HTTP listener, with state in a SQLite database under the data directory and each
+agent session in its own sandbox.
+
+Point the AWS SDKs at it with AWS_ENDPOINT_URL_BEDROCK_AGENTCORE and
+AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.SessionLimits.MemoryBytes = memMiB << 20
+			cfg.SessionLimits.TmpBytes = tmpMiB << 20
+			cfg.SessionLimits.MilliCPUs = int64(cpus * 1000)
+			if cfg.MinLifecycle < 1 {
+				return fmt.Errorf("--min-session-timeout %d: want at least 1 second", cfg.MinLifecycle)
+			}
+			if cfg.MaxSessions < 1 {
+				return fmt.Errorf("--max-sessions %d: want at least 1", cfg.MaxSessions)
+			}
+			srv, err := server.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return srv.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", envOr("BERTH_DATA_DIR", server.DefaultDataDir()), "directory for the database, code bundles, sandboxes and session logs (env BERTH_DATA_DIR)")
+	f.StringVar(&cfg.Addr, "listen", envOr("BERTH_LISTEN", server.DefaultAddr), "address to serve the API on (env BERTH_LISTEN)")
+	f.StringVar(&cfg.Region, "region", envOr("BERTH_REGION", "us-east-1"), "region used in ARNs and given to agents as AWS_REGION (env BERTH_REGION)")
+	f.StringVar(&cfg.AccountID, "account-id", envOr("BERTH_ACCOUNT_ID", "000000000000"), "12-digit account ID used in ARNs (env BERTH_ACCOUNT_ID)")
+	f.StringVar(&cfg.OCIRuntime, "oci-runtime", envOr("BERTH_OCI_RUNTIME", "runc"), "OCI runtime that runs sandboxes: runc or crun (env BERTH_OCI_RUNTIME)")
+	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
+	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")
+	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")
+	f.Int64Var(&cfg.SessionLimits.Pids, "session-pids", 512, "process and thread limit of each session")
+	f.Int64Var(&tmpMiB, "session-tmp", 256, "size of each session's private /tmp, MiB")
+	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 60*time.Second, "how long a new session's agent may take to answer GET /ping")
+	f.DurationVar(&cfg.ReapInterval, "reap-interval", time.Second, "how often idle and expired sessions are looked for")
+	f.IntVar(&cfg.MinLifecycle, "min-session-timeout", envInt("BERTH_MIN_SESSION_TIMEOUT", 60), "smallest idleRuntimeSessionTimeout and maxLifetime accepted, seconds (AgentCore: 60)")
+	f.StringVar(&logFormat, "log-format", "text", "server log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,294 @@
+// Package runc runs sandboxes as containers of a production OCI runtime
+// (runc by default; crun and runsc take the same command line).
+//
+// Each sandbox gets new PID, mount, network, IPC and UTS namespaces. Its root
+// is a read-only skeleton, shared by all sandboxes of a driver, onto which
+// the host's /usr (and /bin, /lib, ... as symlinks or bind mounts, mirroring
+// the host) and a short list of /etc files are bound read-only. /tmp is a
+// private size-limited tmpfs, and the working directory an overlay of the
+// shared code directory with a private upper layer. Limits go to the
+// sandbox's own cgroup (<CgroupParent>/<id>) through linux.resources, which
+// the runtime applies on cgroup v1, hybrid and v2 hosts alike.
+//
+// The driver keeps no process per sandbox: the runtime starts the agent
+// detached and exits. The driver makes its process a child subreaper, so
+// every sandbox's init process becomes its child once the runtime exits; it
+// then waits for the agent's exit through a pidfd on Go's netpoller and
+// collects the exit status. Berth reaches the agent by dialling inside the
+// sandbox's network namespace (package netns), never through a host port.
+package runc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/sandbox"
+)
+
+// Options configure a Driver.
+type Options struct {
+	// Binary is the OCI runtime: a name looked up in PATH, or a path.
+	// The default is "runc"; "crun" works too.
+	Binary string
+	// StateDir holds everything the driver keeps on disk: the runtime's
+	// state root, the shared rootfs skeleton and one directory per sandbox
+	// (with the sandbox's writable layer). It must be on a file system
+	// overlayfs accepts as an upper layer (ext4, xfs, btrfs, tmpfs) and its
+	// path may not contain ',' or ':'. Required. Drivers that share a
+	// StateDir share their sandboxes: a new driver's Cleanup removes what an
+	// earlier one left.
+	StateDir string
+	// CgroupParent is the cgroup below which each sandbox gets its own,
+	// CgroupParent/<id>, in every hierarchy. The default is "/berth".
+	// Drivers with different StateDirs on one host need different parents.
+	CgroupParent string
+	// EtcFiles names the entries of the host's /etc that sandboxes see,
+	// read-only. Nil means DefaultEtcFiles. Secrets such as shadow are
+	// refused.
+	EtcFiles []string
+	// Defaults replace the zero fields of a sandbox's limits. Its own zero
+	// fields mean DefaultLimits.
+	Defaults sandbox.Limits
+	// Logger receives the driver's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Driver starts sandboxes with an OCI runtime. It is safe for concurrent use.
+type Driver struct {
+	rt           runtime
+	sandboxes    string // per-sandbox directories (bundles)
+	rootfs       string // the shared read-only skeleton
+	cgroupParent string
+	cgroups      cgroupHost
+	system       []specs.Mount
+	defaults     sandbox.Limits
+	log          *slog.Logger
+}
+
+var _ sandbox.Driver = (*Driver)(nil)
+
+// New checks that the host can run sandboxes, makes the calling process a
+// child subreaper (see the package documentation) and prepares the state
+// directory and the rootfs skeleton. It does not touch sandboxes left by an
+// earlier run: call Cleanup for that.
+//
+// New returns an error wrapping sandbox.ErrUnavailable when the runtime is
+// not installed or the process is not root.
+func New(opts Options) (*Driver, error) {
+	binary := opts.Binary
+	if binary == "" {
+		binary = "runc"
+	}
+	if uid := os.Geteuid(); uid != 0 {
+		return nil, fmt.Errorf("%w: the %s driver needs root, and this process runs as uid %d", sandbox.ErrUnavailable, filepath.Base(binary), uid)
+	}
+	bin, err := exec.LookPath(binary)
+	if err != nil {
+		return nil, fmt.Errorf("%w: OCI runtime %q not found (install it, e.g. apt-get install %s): %v", sandbox.ErrUnavailable, binary, filepath.Base(binary), err)
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+
+	if opts.StateDir == "" {
+		return nil, errors.New("runc driver: no state directory")
+	}
+	state, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("runc driver: state directory: %w", err)
+	}
+	if strings.ContainsAny(state, ",:\\\n") {
+		return nil, fmt.Errorf("runc driver: state directory %q: overlayfs cannot take a path with ',', ':' or '\\'", state)
+	}
+	parent := opts.CgroupParent
+	if parent == "" {
+		parent = "/berth"
+	}
+	if !path.IsAbs(parent) || path.Clean(parent) != parent || parent == "/" {
+		return nil, fmt.Errorf("runc driver: cgroup parent %q: want a clean absolute path such as /berth", parent)
+	}
+	etc := opts.EtcFiles
+	if etc == nil {
+		etc = DefaultEtcFiles()
+	}
+	defaults := withDefaults(opts.Defaults, DefaultLimits())
+	if err := validate(sandbox.Spec{ID: "defaults", Args: []string{"x"}, WorkDir: "/x", Limits: defaults}); err != nil {
+		return nil, fmt.Errorf("runc driver: default limits: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+
+	cgroups, err := detectCgroups()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	}
+	view, err := inspectHost("/", etc)
+	if err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	d := &Driver{
+		rt:           runtime{bin: bin, root: filepath.Join(state, "runtime")},
+		sandboxes:    filepath.Join(state, "sandboxes"),
+		rootfs:       filepath.Join(state, "rootfs"),
+		cgroupParent: parent,
+		cgroups:      cgroups,
+		system:       view.mounts,
+		defaults:     defaults,
+		log:          logger,
+	}
+	for _, dir := range []string{state, d.rt.root, d.sandboxes} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("runc driver: %w", err)
+		}
+	}
+	if err := view.build(d.rootfs); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	// The runtime exits once the agent runs; as a subreaper this process
+	// inherits the agent, so it can collect its exit status and no zombie
+	// is left to whatever init the host has.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("runc driver: become a child subreaper: %w", err)
+	}
+	logger.Debug("sandbox driver ready", "runtime", bin, "state", state, "cgroup_version", cgroups.version(), "cgroup_parent", parent)
+	return d, nil
+}
+
+// Start creates and starts a sandbox, and returns once its agent process
+// runs.
+func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := validate(spec); err != nil {
+		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+	}
+	if spec.CodeDir != "" {
+		if err := isDir("code dir", spec.CodeDir); err != nil {
+			return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+		}
+	}
+	dir := filepath.Join(d.sandboxes, spec.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("start sandbox %q: a sandbox with this id exists", spec.ID)
+		}
+		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+	}
+	s, err := d.start(ctx, spec, dir)
+	if err != nil {
+		if derr := d.destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+			d.log.Warn("clean up a sandbox that failed to start", "id", spec.ID, "err", derr)
+		}
+		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+	}
+	return s, nil
+}
+
+// start does the work of Start once the sandbox's directory exists.
+func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*container, error) {
+	b := bundle{
+		spec:        spec,
+		limits:      withDefaults(spec.Limits, d.defaults),
+		rootfs:      d.rootfs,
+		system:      d.system,
+		cgroupsPath: d.cgroupsPath(spec.ID),
+		limitSwap:   d.cgroups.swap,
+	}
+	if spec.CodeDir != "" {
+		b.upperDir = filepath.Join(dir, "upper")
+		b.workDir = filepath.Join(dir, "work")
+		for _, p := range []string{b.upperDir, b.workDir} {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// The mount point must exist in the shared, read-only skeleton. checkWorkDir
+	// keeps it out of the skeleton's symlinks.
+	if err := os.MkdirAll(filepath.Join(d.rootfs, spec.WorkDir), 0o755); err != nil {
+		return nil, fmt.Errorf("create workdir mount point: %w", err)
+	}
+	if err := writeJSON(filepath.Join(dir, "config.json"), buildSpec(b)); err != nil {
+		return nil, err
+	}
+
+	pidFile := filepath.Join(dir, "pid")
+	if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return nil, fmt.Errorf("read pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return nil, fmt.Errorf("read pid: bad pid file %q", data)
+	}
+	return d.watch(spec.ID, pid, b.limits)
+}
+
+// Cleanup kills and removes every sandbox an earlier driver over the same
+// state directory left behind: containers in the runtime's root, their
+// cgroups and their directories.
+func (d *Driver) Cleanup(ctx context.Context) error {
+	ids, err := d.rt.list(ctx)
+	if err != nil {
+		return fmt.Errorf("clean up sandboxes: %w", err)
+	}
+	entries, err := os.ReadDir(d.sandboxes)
+	if err != nil {
+		return fmt.Errorf("clean up sandboxes: %w", err)
+	}
+	for _, e := range entries {
+		ids = append(ids, e.Name())
+	}
+	var errs []error
+	seen := make(map[string]bool)
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		d.log.Info("removing a sandbox left by an earlier run", "id", id)
+		if err := d.destroy(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("clean up sandboxes: %w", err)
+	}
+	return nil
+}
+
+// destroy removes everything sandbox id may hold on the host: its container
+// (killing what still runs), its cgroups and its directory.
+func (d *Driver) destroy(ctx context.Context, id string) error {
+	if err := d.rt.delete(ctx, id); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := d.cgroups.remove(ctx, d.cgroupsPath(id)); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := os.RemoveAll(filepath.Join(d.sandboxes, id)); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	return nil
+}
+
+// cgroupsPath is the cgroup of sandbox id, relative to each hierarchy's
+// root.
+func (d *Driver) cgroupsPath(id string) string {
+	return path.Join(d.cgroupParent, id)
+}

@@ -1,0 +1,186 @@
+package runc_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/runc"
+	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
+)
+
+// crunHint is how to make crun accept this kind of host (cgroup v1 hybrid
+// without a hugetlb hierarchy).
+const crunHint = "on a cgroup v1 hybrid host crun needs a hugetlb hierarchy: mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb"
+
+func TestConformance(t *testing.T) {
+	sandboxtest.Run(t, config(t, "runc"))
+}
+
+func TestConformanceCrun(t *testing.T) {
+	cfg := config(t, "crun")
+	probe(t, cfg)
+	sandboxtest.Run(t, cfg)
+}
+
+func TestNewUnavailable(t *testing.T) {
+	_, err := runc.New(runc.Options{Binary: "berth-no-such-runtime", StateDir: t.TempDir()})
+	if !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("New with a missing runtime = %v, want sandbox.ErrUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "berth-no-such-runtime") {
+		t.Errorf("error %q does not name the runtime", err)
+	}
+}
+
+func TestNewBadOptions(t *testing.T) {
+	skipUnlessAvailable(t, "runc")
+	tests := []struct {
+		name string
+		opts runc.Options
+		want string
+	}{
+		{"no state dir", runc.Options{}, "no state directory"},
+		{"state dir with a colon", runc.Options{StateDir: t.TempDir() + "/a:b"}, "overlayfs"},
+		{"relative cgroup parent", runc.Options{StateDir: t.TempDir(), CgroupParent: "berth"}, "cgroup parent"},
+		{"secret etc file", runc.Options{StateDir: t.TempDir(), EtcFiles: []string{"shadow"}}, "secrets"},
+		{"tiny cpu default", runc.Options{StateDir: t.TempDir(), Defaults: sandbox.Limits{MilliCPUs: 1}}, "cpu"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := runc.New(tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestStartBadSpec checks the errors of specs the driver refuses before it
+// creates anything.
+func TestStartBadSpec(t *testing.T) {
+	cfg := config(t, "runc")
+	d := cfg.NewDriver(t, t.TempDir())
+	good := sandbox.Spec{ID: "bad-spec", Args: []string{"/bin/true"}, WorkDir: "/workspace"}
+	tests := []struct {
+		name string
+		edit func(*sandbox.Spec)
+		want string
+	}{
+		{"relative workdir", func(s *sandbox.Spec) { s.WorkDir = "workspace" }, "workdir"},
+		{"workdir in the system", func(s *sandbox.Spec) { s.WorkDir = "/usr/local/app" }, "system view"},
+		{"code dir is a file", func(s *sandbox.Spec) { s.CodeDir = "/etc/hostname" }, "not a directory"},
+		{"negative memory", func(s *sandbox.Spec) { s.Limits.MemoryBytes = -1 }, "negative"},
+		{"env without =", func(s *sandbox.Spec) { s.Env = []string{"PATH"} }, "KEY=value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := good
+			tt.edit(&spec)
+			sb, err := d.Start(t.Context(), spec)
+			if err == nil {
+				sb.Stop(t.Context())
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), spec.ID) {
+				t.Fatalf("Start = %v, want an error naming the sandbox and containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func BenchmarkColdStart(b *testing.B) {
+	sandboxtest.BenchmarkColdStart(b, config(b, "runc"))
+}
+
+func BenchmarkDial(b *testing.B) {
+	sandboxtest.BenchmarkDial(b, config(b, "runc"))
+}
+
+// BenchmarkRuntimeFloor is what BenchmarkColdStart compares to: the same
+// agent in a minimal runc bundle, started by hand.
+func BenchmarkRuntimeFloor(b *testing.B) {
+	skipUnlessAvailable(b, "runc")
+	sandboxtest.BenchmarkRuntimeFloor(b, "runc")
+}
+
+// config returns the conformance suite's configuration for drivers on the
+// runtime binary, with a cgroup parent of their own that is removed when the
+// test ends. It skips the test if the driver cannot run here.
+func config(tb testing.TB, binary string) sandboxtest.Config {
+	skipUnlessAvailable(tb, binary)
+	parent := "/berth-test-" + randomHex(4)
+	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
+	return sandboxtest.Config{
+		NewDriver: func(tb testing.TB, state string) sandbox.Driver {
+			d, err := runc.New(runc.Options{Binary: binary, StateDir: state, CgroupParent: parent})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return d
+		},
+		StatePaths: func(state, id string) []string {
+			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
+		},
+	}
+}
+
+// skipUnlessAvailable skips the test when the driver is unavailable (not
+// root, or the runtime is not installed).
+func skipUnlessAvailable(tb testing.TB, binary string) {
+	tb.Helper()
+	_, err := runc.New(runc.Options{Binary: binary, StateDir: tb.TempDir()})
+	if errors.Is(err, sandbox.ErrUnavailable) {
+		tb.Skipf("driver unavailable: %v", err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// probe skips the test if the runtime cannot start a container on this
+// host.
+func probe(t *testing.T, cfg sandboxtest.Config) {
+	t.Helper()
+	d := cfg.NewDriver(t, t.TempDir())
+	sb, err := d.Start(t.Context(), sandbox.Spec{ID: "probe", Args: []string{"/bin/true"}, WorkDir: "/probe"})
+	if err != nil {
+		t.Skipf("the runtime cannot start containers here (%s): %v", crunHint, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := sb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// removeCgroupParent removes the cgroup parent the test's drivers used from
+// every hierarchy; by then it must be empty.
+func removeCgroupParent(tb testing.TB, parent string) {
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	for _, m := range mounts {
+		dir := filepath.Join(m.Mountpoint, parent)
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			tb.Errorf("remove cgroup parent %s: %v", dir, err)
+		}
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,185 @@
+// Package server assembles a Berth server from its parts: the store, the code
+// artifact store, the sandbox driver, the control plane, the session manager
+// and the HTTP API, all kept under one data directory.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/berthrun/berth/internal/api"
+	"github.com/berthrun/berth/internal/artifact"
+	"github.com/berthrun/berth/internal/control"
+	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/runc"
+	"github.com/berthrun/berth/internal/session"
+	"github.com/berthrun/berth/internal/store/sqlite"
+)
+
+// DefaultAddr is where Berth listens unless told otherwise: loopback only.
+const DefaultAddr = "127.0.0.1:4780"
+
+// Config configures a server.
+type Config struct {
+	// DataDir holds the database, code bundles, sandbox state and session
+	// logs.
+	DataDir string
+	// Addr is the TCP address to listen on.
+	Addr string
+	// Region and AccountID appear in ARNs.
+	Region    string
+	AccountID string
+	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
+	// crun).
+	OCIRuntime string
+	// MaxSessions caps live sessions.
+	MaxSessions int
+	// SessionLimits bound each session's sandbox.
+	SessionLimits sandbox.Limits
+	// ReadyTimeout bounds how long a new agent may take to become healthy.
+	ReadyTimeout time.Duration
+	// ReapInterval is how often idle and expired sessions are looked for.
+	ReapInterval time.Duration
+	// MinLifecycle is the smallest idle timeout and max lifetime a runtime
+	// may ask for, in seconds (AgentCore: 60).
+	MinLifecycle int
+	Logger       *slog.Logger
+}
+
+// DefaultDataDir returns the data directory used when none is given:
+// /var/lib/berth for root, else $XDG_DATA_HOME/berth or ~/.local/share/berth.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/berth"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "berth")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "berth-data"
+	}
+	return filepath.Join(home, ".local", "share", "berth")
+}
+
+// Server is a running Berth.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	ln       net.Listener
+	http     *http.Server
+	closers  []func()
+	sessions *session.Manager
+}
+
+// New opens everything under cfg.DataDir and listens on cfg.Addr; Serve
+// starts answering.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "berth.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.closers = append(s.closers, func() { st.Close() })
+
+	arts, err := artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), artifact.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open artifact store: %w", err)
+	}
+	s.closers = append(s.closers, func() { arts.Close() })
+
+	driver, err := runc.New(runc.Options{
+		Binary:   cfg.OCIRuntime,
+		StateDir: filepath.Join(cfg.DataDir, "sandboxes"),
+		Logger:   cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox driver: %w", err)
+	}
+	if err := driver.Cleanup(ctx); err != nil {
+		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
+	}
+
+	ctl, err := control.New(ctx, st, arts, control.Options{
+		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, ctl.Close)
+
+	s.sessions = session.New(driver, session.Options{
+		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
+		LogDir: filepath.Join(cfg.DataDir, "sessions"), Logger: cfg.Logger,
+	})
+	s.closers = append(s.closers, s.sessions.Close)
+
+	handler := api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, Logger: cfg.Logger})
+	s.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve answers requests until ctx ends, then shuts down gracefully: it stops
+// accepting calls, ends every session and closes the store.
+func (s *Server) Serve(ctx context.Context) error {
+	s.log.Info("berth serving", "addr", s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	// Ending the sessions first ends streams in flight, so Shutdown does
+	// not wait for them.
+	s.sessions.Close()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := s.http.Shutdown(shutCtx); serr != nil {
+		s.http.Close()
+	}
+	s.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
