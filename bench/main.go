@@ -98,7 +98,10 @@ func run(coldN, warmN, sessionsN int, ociRuntime string) error {
 	if err != nil {
 		return err
 	}
-	go srv.Serve(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	// Shutting down ends every session and removes its sandbox.
+	defer func() { cancel(); <-served }()
 	c := &client{base: "http://" + srv.Addr().String(), http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 
 	floor, err := runc.New(runc.Options{Binary: ociRuntime, StateDir: filepath.Join(tmp, "floor"), CgroupParent: "/berth-bench-floor"})

@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"archive/zip"
 	"bufio"
+	"bytes"
+	"io"
+	"time"
 	"context"
 	"errors"
 	"fmt"
@@ -252,6 +256,46 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("ValidationException fields = %v, want agentRuntimeName and lifecycleConfiguration.idleRuntimeSessionTimeout", fields)
 	}
 
+	// A runtime whose code was never uploaded fails with a reason that says
+	// what to do.
+	created, err := b.control.CreateAgentRuntime(ctx, &cp.CreateAgentRuntimeInput{
+		AgentRuntimeName: aws.String("missing_code"),
+		RoleArn:          aws.String("arn:aws:iam::123456789012:role/agent"),
+		AgentRuntimeArtifact: &cptypes.AgentRuntimeArtifactMemberCodeConfiguration{Value: cptypes.CodeConfiguration{
+			Code:    &cptypes.CodeMemberS3{Value: cptypes.S3Location{Bucket: aws.String("agents"), Prefix: aws.String("never-uploaded.zip")}},
+			Runtime: cptypes.AgentManagedRuntimeTypePython312, EntryPoint: []string{"main.py"},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the runtime to fail", func() bool {
+		got, err := b.control.GetAgentRuntime(ctx, &cp.GetAgentRuntimeInput{AgentRuntimeId: created.AgentRuntimeId})
+		if err != nil || got.Status != cptypes.AgentRuntimeStatusCreateFailed {
+			return false
+		}
+		if reason := aws.ToString(got.FailureReason); !strings.Contains(reason, "s3://agents/never-uploaded.zip") || !strings.Contains(reason, "upload") {
+			t.Errorf("failureReason %q does not name the missing bundle and how to upload it", reason)
+		}
+		return true
+	})
+
+	// Unsafe bundles are refused at upload.
+	var zbuf bytes.Buffer
+	zw := zip.NewWriter(&zbuf)
+	w, _ := zw.Create("../../etc/cron.d/evil")
+	w.Write([]byte("* * * * * root rm -rf /"))
+	zw.Close()
+	resp, err := http.DefaultClient.Do(must(http.NewRequest(http.MethodPut, "http://"+b.addr+"/berth/v1/code/agents/evil.zip", &zbuf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "escapes the bundle") {
+		t.Errorf("zip-slip upload: %s %s, want 400 saying the entry escapes the bundle", resp.Status, body)
+	}
+
 	if _, err := b.control.GetAgentRuntime(ctx, &cp.GetAgentRuntimeInput{AgentRuntimeId: aws.String("nosuch-abcdefghij")}); apiErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("unknown runtime: %v", err)
 	}
@@ -274,7 +318,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// Malformed JSON and an oversized payload, sent by hand.
-	resp, err := http.DefaultClient.Do(must(http.NewRequest(http.MethodPut, "http://"+b.addr+"/runtimes/", strings.NewReader(`{"agentRuntimeName":`))))
+	resp, err = http.DefaultClient.Do(must(http.NewRequest(http.MethodPut, "http://"+b.addr+"/runtimes/", strings.NewReader(`{"agentRuntimeName":`))))
 	if err != nil {
 		t.Fatal(err)
 	}

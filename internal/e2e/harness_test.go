@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +80,9 @@ type berth struct {
 	t       *testing.T
 	bin     string
 	dataDir string
-	addr    string
+	// cgroupParent is this server's own, so leftovers are its own too.
+	cgroupParent string
+	addr         string
 	args    []string
 	cmd     *exec.Cmd
 	logPath string
@@ -98,7 +101,9 @@ func startBerth(t *testing.T, dataDir string, args ...string) *berth {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	b := &berth{t: t, bin: bin, dataDir: dataDir, args: args, logPath: filepath.Join(t.TempDir(), "berth.log")}
+	b := &berth{t: t, bin: bin, dataDir: dataDir, logPath: filepath.Join(t.TempDir(), "berth.log"),
+		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10])}
+	b.args = append([]string{"--cgroup-parent", b.cgroupParent}, args...)
 	b.start()
 	t.Cleanup(b.stop)
 	return b
@@ -398,6 +403,7 @@ type sessionInfo struct {
 	Version     string  `json:"version"`
 	State       string  `json:"state"`
 	IdleSeconds float64 `json:"idleSeconds"`
+	Inflight    int     `json:"inflight"`
 }
 
 func (b *berth) sessions() []sessionInfo {
@@ -440,44 +446,38 @@ func sessionID(name string) string {
 	return fmt.Sprintf("%s-%d-session-0000000000000000000000000000", name, time.Now().UnixNano())
 }
 
-// leftovers lists what Berth's sandboxes may leave behind on the host: runc
-// containers in its state dir, mounts under the data dir, cgroups named for
-// Berth's sandboxes, and processes.
-func leftovers(dataDir string) []string {
+// leftovers lists what a Berth's sandboxes may leave behind on the host: runc
+// containers in its state dir, mounts under its data dir, cgroups under its
+// cgroup parent and processes in them.
+func (b *berth) leftovers() []string {
 	var out []string
-	if ents, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes", "runc")); len(ents) > 0 {
+	if ents, _ := os.ReadDir(filepath.Join(b.dataDir, "sandboxes", "runtime")); len(ents) > 0 {
 		for _, e := range ents {
-			out = append(out, "runc state: "+e.Name())
+			out = append(out, "runtime state: "+e.Name())
 		}
 	}
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), dataDir) {
+			if strings.Contains(sc.Text(), b.dataDir) {
 				out = append(out, "mount: "+sc.Text())
 			}
 		}
 		f.Close()
 	}
-	for _, root := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, h := range append(hierarchies, "/sys/fs/cgroup") {
+		subs, _ := os.ReadDir(filepath.Join(h, b.cgroupParent))
+		for _, s := range subs {
+			if s.IsDir() {
+				out = append(out, "cgroup: "+filepath.Join(h, b.cgroupParent, s.Name()))
 			}
-			if strings.Contains(d.Name(), "berth-") {
-				out = append(out, "cgroup: "+path)
-				return filepath.SkipDir
-			}
-			if strings.Count(path, "/") > 7 {
-				return filepath.SkipDir
-			}
-			return nil
-		})
+		}
 	}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		cg, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cgroup"))
-		if err == nil && bytes.Contains(cg, []byte("berth-")) {
+		if err == nil && bytes.Contains(cg, []byte(b.cgroupParent+"/")) {
 			cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
 			out = append(out, "process "+p.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}

@@ -38,14 +38,14 @@ func TestSessions(t *testing.T) {
 				test func(*testing.T, *berth, string)
 			}{
 				{"affinity", testAffinity}, {"isolation", testIsolation}, {"streaming", testStreaming},
-				{"stop", testStop}, {"crash", testCrash}, {"payload100MB", testLargePayload},
+				{"stop", testStop}, {"disconnect", testDisconnect}, {"crash", testCrash}, {"payload100MB", testLargePayload},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.test(t, b.with(t), arn) })
 			}
 		})
 	}
 	b.stop()
-	if left := leftovers(b.dataDir); len(left) > 0 {
+	if left := b.leftovers(); len(left) > 0 {
 		t.Errorf("sandboxes left behind after the server stopped:\n%s", strings.Join(left, "\n"))
 	}
 }
@@ -201,6 +201,37 @@ func testStop(t *testing.T, b *berth, arn string) {
 	if _, err := b.data.StopRuntimeSession(context.Background(), &dp.StopRuntimeSessionInput{
 		AgentRuntimeArn: aws.String(arn), RuntimeSessionId: aws.String(sessionID("never-started"))}); apiErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("stopping an unknown session: %v, want ResourceNotFoundException", err)
+	}
+}
+
+// testDisconnect: a caller that goes away mid-stream cancels the call to the
+// agent, whose next write fails.
+func testDisconnect(t *testing.T, b *berth, arn string) {
+	sid := sessionID("disconnect")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	payload, _ := json.Marshal(map[string]any{"op": "stream", "n": 1000, "delay": 0.05})
+	out, err := b.data.InvokeAgentRuntime(ctx, &dp.InvokeAgentRuntimeInput{
+		AgentRuntimeArn: aws.String(arn), RuntimeSessionId: aws.String(sid), Payload: payload, ContentType: aws.String("application/json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(out.Response).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	out.Response.Close()
+	waitFor(t, 10*time.Second, "Berth to end the abandoned call", func() bool {
+		for _, s := range b.sessions() {
+			if s.SessionID == sid {
+				return s.Inflight == 0
+			}
+		}
+		return false
+	})
+	// The session itself lives on for the next call.
+	if res := b.mustInvoke(invokeInput{arn: arn, session: sid, body: map[string]any{}}); intOf(res["count"]) != 2 {
+		t.Errorf("call after a disconnect has count %v, want 2 (same sandbox)", res["count"])
 	}
 }
 

@@ -39,6 +39,9 @@ type Config struct {
 	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
 	// crun).
 	OCIRuntime string
+	// CgroupParent is the cgroup under which every sandbox gets its own
+	// (default /berth). Servers sharing a host need different ones.
+	CgroupParent string
 	// MaxSessions caps live sessions.
 	MaxSessions int
 	// SessionLimits bound each session's sandbox.
@@ -114,9 +117,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers = append(s.closers, func() { arts.Close() })
 
 	driver, err := runc.New(runc.Options{
-		Binary:   cfg.OCIRuntime,
-		StateDir: filepath.Join(cfg.DataDir, "sandboxes"),
-		Logger:   cfg.Logger,
+		Binary:       cfg.OCIRuntime,
+		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
+		CgroupParent: cfg.CgroupParent,
+		Logger:       cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox driver: %w", err)
