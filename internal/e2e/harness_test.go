@@ -83,10 +83,10 @@ type berth struct {
 	// cgroupParent is this server's own, so leftovers are its own too.
 	cgroupParent string
 	addr         string
-	args    []string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
+	args         []string
+	cmd          *exec.Cmd
+	logPath      string
+	exited       chan struct{}
 
 	control *cp.Client
 	data    *dp.Client
