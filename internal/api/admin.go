@@ -2,35 +2,54 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/berthrun/berth/internal/artifact"
+	"github.com/berthrun/berth/internal/telemetry"
 )
 
 // CodeStore keeps uploaded code bundles.
 type CodeStore interface {
 	Put(ctx context.Context, bucket, key string, r io.Reader) (artifact.Object, error)
+	Stat(ctx context.Context, bucket, key string) (artifact.Object, error)
+	Delete(ctx context.Context, bucket, key string) error
 }
 
 // Berth's own calls, under /berth/v1/:
 //
 //	GET    /berth/v1/health                            liveness
 //	PUT    /berth/v1/code/{bucket}/{key...}            upload a code bundle (zip)
+//	GET    /berth/v1/code/{bucket}/{key...}            describe an uploaded bundle
+//	DELETE /berth/v1/code/{bucket}/{key...}            delete it; unused bundles are collected
 //	GET    /berth/v1/sessions[?runtimeId=ID]           list live sessions
 //	DELETE /berth/v1/sessions/{runtimeId}/{sessionId}  stop a session
+//	GET    /berth/v1/logs?runtimeId=ID[&sessionId=&since=&stream=&tail=&follow=]
+//	                                                   session logs, as JSON lines
 func (s *Server) routeAdmin(w http.ResponseWriter, r *http.Request, segs []string) {
 	switch {
 	case len(segs) == 1 && segs[0] == "health" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	case len(segs) >= 3 && segs[0] == "code" && r.Method == http.MethodPut:
-		s.serveJSON(w, r, func(r *http.Request) (int, any, error) {
-			return s.putCode(r, segs[1], strings.Join(segs[2:], "/"))
-		})
+	case len(segs) >= 3 && segs[0] == "code":
+		bucket, key := segs[1], strings.Join(segs[2:], "/")
+		switch r.Method {
+		case http.MethodPut:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.putCode(r, bucket, key) })
+		case http.MethodGet:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.statCode(r, bucket, key) })
+		case http.MethodDelete:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.deleteCode(r, bucket, key) })
+		default:
+			s.unknown(w, r)
+		}
+	case len(segs) == 1 && segs[0] == "logs" && r.Method == http.MethodGet:
+		s.logs(w, r)
 	case len(segs) == 1 && segs[0] == "sessions" && r.Method == http.MethodGet:
 		s.serveJSON(w, r, s.listSessions)
 	case len(segs) == 3 && segs[0] == "sessions" && r.Method == http.MethodDelete:
@@ -56,16 +75,41 @@ type codeObject struct {
 func (s *Server) putCode(r *http.Request, bucket, key string) (int, any, error) {
 	obj, err := s.code.Put(r.Context(), bucket, key, r.Body)
 	if err != nil {
-		msg := err.Error()
-		switch {
-		case errors.Is(err, artifact.ErrTooLarge):
-			return 0, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
-		case errors.Is(err, artifact.ErrInvalid), errors.Is(err, artifact.ErrUnsafe):
-			return 0, nil, &apiError{Status: http.StatusBadRequest, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
-		}
-		return 0, nil, err
+		return 0, nil, codeError(err)
 	}
 	return http.StatusOK, codeObject{Bucket: obj.Bucket, Key: obj.Key, VersionID: obj.Digest, Size: obj.Size, Modified: obj.Modified}, nil
+}
+
+func codeError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, artifact.ErrTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
+	case errors.Is(err, artifact.ErrInvalid), errors.Is(err, artifact.ErrUnsafe):
+		return &apiError{Status: http.StatusBadRequest, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
+	case errors.Is(err, artifact.ErrNotFound):
+		return notFound("%s", msg)
+	}
+	return err
+}
+
+func (s *Server) statCode(r *http.Request, bucket, key string) (int, any, error) {
+	obj, err := s.code.Stat(r.Context(), bucket, key)
+	if err != nil {
+		return 0, nil, codeError(err)
+	}
+	return http.StatusOK, codeObject{Bucket: obj.Bucket, Key: obj.Key, VersionID: obj.Digest, Size: obj.Size, Modified: obj.Modified}, nil
+}
+
+func (s *Server) deleteCode(r *http.Request, bucket, key string) (int, any, error) {
+	if err := s.code.Delete(r.Context(), bucket, key); err != nil {
+		return 0, nil, codeError(err)
+	}
+	removed, err := s.control.CollectArtifacts(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"removedVersionIds": removed}, nil
 }
 
 type sessionView struct {
@@ -98,4 +142,83 @@ func (s *Server) listSessions(r *http.Request) (int, any, error) {
 	}
 	slices.SortFunc(out, func(a, b sessionView) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return http.StatusOK, map[string]any{"sessions": out}, nil
+}
+
+// logs serves session logs: the selected history as JSON lines, then, with
+// follow, new lines as they are written until the caller goes away.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	runtimeID := q.Get("runtimeId")
+	if runtimeID == "" {
+		s.writeError(w, r, validationError("runtimeId", "is required"))
+		return
+	}
+	if _, err := s.control.GetRuntime(r.Context(), runtimeID, 0); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	query := telemetry.Query{Stream: q.Get("stream")}
+	if query.Stream != "" && query.Stream != telemetry.Stdout && query.Stream != telemetry.Stderr {
+		s.writeError(w, r, validationError("stream", "%q is not stdout or stderr", query.Stream))
+		return
+	}
+	if v := q.Get("since"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			query.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			query.Since = t
+		} else {
+			s.writeError(w, r, validationError("since", "%q is neither a duration (10m) nor an RFC 3339 time", v))
+			return
+		}
+	}
+	if v := q.Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.writeError(w, r, validationError("tail", "%q is not a number of lines", v))
+			return
+		}
+		query.Tail = n
+	}
+	sessionID := q.Get("sessionId")
+	dirs := func() map[string]string {
+		all := telemetry.SessionDirs(s.opts.LogDir, runtimeID)
+		if sessionID == "" {
+			return all
+		}
+		if d, ok := all[sessionID]; ok {
+			return map[string]string{sessionID: d}
+		}
+		return nil
+	}
+	query.Dirs = dirs()
+	if sessionID != "" && len(query.Dirs) == 0 {
+		s.writeError(w, r, notFound("no logs of session %s of agent runtime %s", sessionID, runtimeID))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	if q.Get("follow") != "true" {
+		lines, err := telemetry.Read(query)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		for _, l := range lines {
+			enc.Encode(l)
+		}
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.WriteHeader(http.StatusOK)
+	rc.Flush()
+	err := telemetry.Follow(r.Context(), query, dirs, 250*time.Millisecond, func(l telemetry.Line) error {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Warn("follow logs", "request_id", requestID(r.Context()), "err", err)
+	}
 }

@@ -28,7 +28,9 @@ import (
 type Options struct {
 	// SessionLimits are the resource limits of every session's sandbox.
 	SessionLimits sandbox.Limits
-	Logger        *slog.Logger
+	// LogDir is where the session manager keeps session logs.
+	LogDir string
+	Logger *slog.Logger
 }
 
 // Server is Berth's HTTP API.

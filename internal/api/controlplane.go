@@ -344,6 +344,9 @@ func (s *Server) deleteRuntime(r *http.Request, id string) (int, any, error) {
 	if version == 0 {
 		s.sessions.StopRuntime(r.Context(), id)
 	}
+	if _, err := s.control.CollectArtifacts(r.Context()); err != nil {
+		s.log.Warn("collect unused code bundles", "err", err)
+	}
 	return http.StatusAccepted, deleteRuntimeResponse{Status: control.StatusDeleting, AgentRuntimeID: id,
 		AgentRuntimeVersion: versionString(version)}, nil
 }

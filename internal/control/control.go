@@ -56,6 +56,11 @@ type Artifacts interface {
 	// Unpack returns a directory holding the bundle's files, unpacked once
 	// and never modified afterwards.
 	Unpack(ctx context.Context, digest string) (string, error)
+	// Digests lists every bundle held.
+	Digests(ctx context.Context) ([]string, error)
+	// Remove deletes a bundle, unless it is still the current object of
+	// some location (then it returns an error and keeps it).
+	Remove(ctx context.Context, digest string) error
 }
 
 // Options configure a Service.
@@ -88,6 +93,10 @@ type Service struct {
 	// never serves a stale endpoint.
 	mu          sync.RWMutex
 	deployments map[[2]string]*Deployment
+
+	// gcMu keeps garbage collection from removing a bundle between its
+	// resolution and its recording in a version.
+	gcMu sync.RWMutex
 }
 
 // New returns a Service over st and resumes preparing any version an earlier

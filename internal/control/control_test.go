@@ -121,6 +121,9 @@ func (f *fakeArtifacts) Unpack(ctx context.Context, digest string) (string, erro
 	return f.dirs[strings.TrimPrefix(digest, "digest-")], nil
 }
 
+func (f *fakeArtifacts) Digests(context.Context) ([]string, error) { return nil, nil }
+func (f *fakeArtifacts) Remove(context.Context, string) error      { return nil }
+
 func newService(t *testing.T, dbPath string, arts Artifacts) *Service {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), dbPath)

@@ -244,6 +244,8 @@ func (s *Service) prepare(ctx context.Context, runtimeID string, number int) {
 		return
 	}
 	start := time.Now()
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	artifact, perr := s.fetch(ctx, rt)
 	if ctx.Err() != nil {
 		return // shutting down: the next start resumes
@@ -315,4 +317,39 @@ func (s *Service) fetch(ctx context.Context, rt Runtime) (string, error) {
 		return digest, fmt.Errorf("code bundle s3://%s/%s: %w", c.Code.Bucket, c.Code.Key, err)
 	}
 	return digest, nil
+}
+
+// CollectArtifacts removes the code bundles that no version refers to and
+// that are no longer the current object of any location, and returns their
+// digests.
+func (s *Service) CollectArtifacts(ctx context.Context) ([]string, error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	digests, err := s.arts.Digests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list code bundles: %w", err)
+	}
+	var removed []string
+	for _, d := range digests {
+		var users []store.Version
+		err := s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			users, err = tx.ListVersionsByArtifact(ctx, d)
+			return err
+		})
+		if err != nil {
+			return removed, err
+		}
+		if len(users) > 0 {
+			continue
+		}
+		if err := s.arts.Remove(ctx, d); err != nil {
+			continue // still current somewhere, or already gone
+		}
+		removed = append(removed, d)
+	}
+	if len(removed) > 0 {
+		s.log.Info("removed unused code bundles", "count", len(removed))
+	}
+	return removed, nil
 }

@@ -501,3 +501,36 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// logLine is one line of Berth's logs API.
+type logLine struct {
+	Time    time.Time `json:"time"`
+	Session string    `json:"sessionId"`
+	Stream  string    `json:"stream"`
+	Text    string    `json:"line"`
+}
+
+// logs reads session logs with the given query.
+func (b *berth) logs(query string) []logLine {
+	b.t.Helper()
+	resp, err := http.Get("http://" + b.addr + "/berth/v1/logs?" + query)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		b.t.Fatalf("logs?%s: %s: %s", query, resp.Status, body)
+	}
+	var out []logLine
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l logLine
+		if err := dec.Decode(&l); err == io.EOF {
+			return out
+		} else if err != nil {
+			b.t.Fatal(err)
+		}
+		out = append(out, l)
+	}
+}

@@ -11,8 +11,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +37,7 @@ func TestSessions(t *testing.T) {
 				name string
 				test func(*testing.T, *berth, string)
 			}{
-				{"affinity", testAffinity}, {"isolation", testIsolation}, {"streaming", testStreaming},
+				{"affinity", testAffinity}, {"logs", testLogs}, {"isolation", testIsolation}, {"streaming", testStreaming},
 				{"stop", testStop}, {"disconnect", testDisconnect}, {"crash", testCrash}, {"payload100MB", testLargePayload},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.test(t, b.with(t), arn) })
@@ -77,9 +77,41 @@ func testAffinity(t *testing.T, b *berth, arn string) {
 	if intOf(other["count"]) != 1 {
 		t.Errorf("a new session's first call has count %v, want 1", other["count"])
 	}
-	logs, err := os.ReadFile(filepath.Join(b.dataDir, "sessions", runtimeIDOf(arn), sid, "stdout.log"))
-	if err != nil || !bytes.Contains(logs, []byte("echo: hi")) {
-		t.Errorf("session stdout log = %q, %v; want the agent's output", logs, err)
+	lines := b.logs("stream=stdout&runtimeId=" + runtimeIDOf(arn) + "&sessionId=" + url.QueryEscape(sid))
+	if len(lines) != 2 || lines[0].Text != "echo: hi" || lines[0].Stream != "stdout" || lines[1].Text != "echo: again" || lines[0].Session != sid {
+		t.Errorf("session logs = %+v; want its two echo lines on stdout", lines)
+	}
+}
+
+// testLogs: a session's output can be followed live, and another session's
+// output does not mix in.
+func testLogs(t *testing.T, b *berth, arn string) {
+	sid := sessionID("logs")
+	b.mustInvoke(invokeInput{arn: arn, session: sid, body: map[string]any{"prompt": "before"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := must(http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.addr+"/berth/v1/logs?follow=true&stream=stdout&runtimeId="+
+		runtimeIDOf(arn)+"&sessionId="+url.QueryEscape(sid), nil))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	next := func() logLine {
+		var l logLine
+		if err := dec.Decode(&l); err != nil {
+			t.Fatalf("follow: %v", err)
+		}
+		return l
+	}
+	if l := next(); l.Text != "echo: before" {
+		t.Errorf("followed history starts with %+v", l)
+	}
+	b.mustInvoke(invokeInput{arn: arn, session: sessionID("logs-other"), body: map[string]any{"prompt": "other"}})
+	b.mustInvoke(invokeInput{arn: arn, session: sid, body: map[string]any{"prompt": "after"}})
+	if l := next(); l.Text != "echo: after" || l.Session != sid {
+		t.Errorf("followed line = %+v, want this session's 'echo: after'", l)
 	}
 }
 
@@ -245,6 +277,10 @@ func testCrash(t *testing.T, b *berth, arn string) {
 		t.Fatalf("crashing call: %v, want RuntimeClientError", err)
 	}
 	waitFor(t, 10*time.Second, "the crashed session to end", func() bool { return !b.hasSession(sid) })
+	lines := b.logs("stream=stderr&runtimeId=" + runtimeIDOf(arn) + "&sessionId=" + url.QueryEscape(sid))
+	if len(lines) == 0 || lines[len(lines)-1].Text != "agent: crashing on request" {
+		t.Errorf("crashed session's stderr = %+v, want its last words", lines)
+	}
 	if res := b.mustInvoke(invokeInput{arn: arn, session: sid, body: map[string]any{}}); intOf(res["count"]) != 1 {
 		t.Errorf("call after crash has count %v, want 1", res["count"])
 	}

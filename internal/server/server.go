@@ -80,6 +80,8 @@ type Server struct {
 	http     *http.Server
 	closers  []func()
 	sessions *session.Manager
+	// cancelRequests ends the contexts of requests in flight.
+	cancelRequests context.CancelFunc
 }
 
 // New opens everything under cfg.DataDir and listens on cfg.Addr; Serve
@@ -137,18 +139,26 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.closers = append(s.closers, ctl.Close)
 
+	logDir := filepath.Join(cfg.DataDir, "sessions")
 	s.sessions = session.New(driver, session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
-		LogDir: filepath.Join(cfg.DataDir, "sessions"), Logger: cfg.Logger,
+		LogDir: logDir, Logger: cfg.Logger,
 	})
 	s.closers = append(s.closers, s.sessions.Close)
 
-	handler := api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, Logger: cfg.Logger})
+	handler := api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir, Logger: cfg.Logger})
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	// Requests' contexts end at shutdown, so that long-lived calls
+	// (following logs, say) do not hold it up.
+	base, cancelBase := context.WithCancel(context.Background())
+	s.closers = append(s.closers, cancelBase)
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base },
+		ErrorLog:    slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	s.cancelRequests = cancelBase
 	return s, nil
 }
 
@@ -166,9 +176,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
-	// Ending the sessions first ends streams in flight, so Shutdown does
-	// not wait for them.
+	// Ending the sessions and requests first ends streams in flight, so
+	// Shutdown does not wait for them.
 	s.sessions.Close()
+	s.cancelRequests()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if serr := s.http.Shutdown(shutCtx); serr != nil {

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/telemetry"
 )
 
 // Errors of Acquire and Stop.
@@ -79,9 +79,11 @@ type Options struct {
 	// ReapInterval is how often idle and expired sessions are looked for.
 	ReapInterval time.Duration
 	// LogDir holds each session's agent output, in
-	// LogDir/<runtime ID>/<session>/{stdout,stderr}.log.
+	// LogDir/<runtime ID>/<session>/agent.log.
 	LogDir string
-	Logger *slog.Logger
+	// LogLimit caps each session's log, in bytes.
+	LogLimit int64
+	Logger   *slog.Logger
 }
 
 // Manager owns every live session.
@@ -112,6 +114,7 @@ type Session struct {
 
 	target    Target
 	sb        sandbox.Sandbox
+	log       *telemetry.SessionLog
 	transport *http.Transport
 	// ready is closed when the session has started or failed to; startErr
 	// says which.
@@ -139,6 +142,9 @@ func New(driver sandbox.Driver, opts Options) *Manager {
 	}
 	if opts.ReapInterval <= 0 {
 		opts.ReapInterval = time.Second
+	}
+	if opts.LogLimit <= 0 {
+		opts.LogLimit = 16 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -219,9 +225,7 @@ func (m *Manager) start(s *Session) {
 	if err != nil {
 		s.startErr = err
 		m.remove(s)
-		if s.sb != nil {
-			m.stopSandbox(s)
-		}
+		m.stopSandbox(s)
 		s.cancel()
 		close(s.ready)
 		log.Warn("session failed to start", "err", err)
@@ -244,20 +248,23 @@ func (m *Manager) start(s *Session) {
 }
 
 func (m *Manager) startSandbox(s *Session) error {
-	if err := os.MkdirAll(s.LogDir, 0o750); err != nil {
-		return fmt.Errorf("create session log dir: %w", err)
-	}
-	open := func(name string) (*os.File, error) {
-		return os.OpenFile(filepath.Join(s.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	}
-	stdout, err := open("stdout.log")
+	log, err := telemetry.OpenSessionLog(s.LogDir, m.opts.LogLimit)
 	if err != nil {
-		return fmt.Errorf("open session log: %w", err)
+		return err
+	}
+	s.log = log
+	if err := telemetry.WriteSessionInfo(s.LogDir, telemetry.SessionInfo{RuntimeID: s.RuntimeID, SessionID: s.ID,
+		Version: s.Version, StartedAt: s.CreatedAt.UTC()}); err != nil {
+		return err
+	}
+	stdout, err := log.Pipe(telemetry.Stdout)
+	if err != nil {
+		return err
 	}
 	defer stdout.Close()
-	stderr, err := open("stderr.log")
+	stderr, err := log.Pipe(telemetry.Stderr)
 	if err != nil {
-		return fmt.Errorf("open session log: %w", err)
+		return err
 	}
 	defer stderr.Close()
 
@@ -449,8 +456,13 @@ func (m *Manager) stopSandbox(s *Session) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.sb.Stop(ctx); err != nil {
-		m.log.Error("stop sandbox", "runtime", s.RuntimeID, "session", s.ID, "sandbox", s.sb.ID(), "err", err)
+	if s.sb != nil {
+		if err := s.sb.Stop(ctx); err != nil {
+			m.log.Error("stop sandbox", "runtime", s.RuntimeID, "session", s.ID, "sandbox", s.sb.ID(), "err", err)
+		}
+	}
+	if s.log != nil {
+		s.log.Close()
 	}
 }
 
