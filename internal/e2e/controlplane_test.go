@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
 	cp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol"
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
 )
@@ -343,4 +344,40 @@ func TestBadInput(t *testing.T) {
 	if resp.StatusCode != 400 || resp.Header.Get("X-Amzn-ErrorType") != "ValidationException" {
 		t.Errorf("oversized payload: %s %q", resp.Status, resp.Header.Get("X-Amzn-ErrorType"))
 	}
+}
+
+// TestCrashRecovery: a Berth killed with live sessions leaves sandboxes
+// behind; the next start on the same data directory removes them all and
+// serves the same runtimes.
+func TestCrashRecovery(t *testing.T) {
+	b := startBerth(t, "")
+	_, arn := b.deploy("crash_recovery", goAgent(t), deployOpts{})
+	for i := range 3 {
+		b.mustInvoke(invokeInput{arn: arn, session: sessionID(fmt.Sprint("crash", i)), body: map[string]any{}})
+	}
+	b.cmd.Process.Kill()
+	<-b.exited
+	if left := b.leftovers(); len(left) == 0 {
+		t.Fatal("a killed Berth left no sandboxes behind: this test checks nothing")
+	}
+	b.start()
+	// Killed processes linger as zombies until the host's init reaps them.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		left := b.leftovers()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a restart, sandboxes of the killed server remain:\n%s", strings.Join(left, "\n"))
+		}
+	}
+	// Runtimes are still served, by ID and account too.
+	id := runtimeIDOf(arn)
+	out, err := b.data.InvokeAgentRuntime(context.Background(), &dp.InvokeAgentRuntimeInput{
+		AgentRuntimeArn: aws.String(id), AccountId: aws.String("000000000000"),
+		RuntimeSessionId: aws.String(sessionID("after-crash")), Payload: []byte(`{}`), ContentType: aws.String("application/json")})
+	if err != nil {
+		t.Fatalf("invoke by runtime ID and account after restart: %v", err)
+	}
+	out.Response.Close()
 }
