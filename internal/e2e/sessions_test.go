@@ -21,6 +21,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
 )
 
@@ -32,12 +33,13 @@ func TestSessions(t *testing.T) {
 	agents := []agent{pythonAgent(t), goAgent(t)}
 	for _, a := range agents {
 		t.Run(a.name, func(t *testing.T) {
-			_, arn := b.with(t).deploy("sessions_"+a.name, a, deployOpts{env: map[string]string{"GREETING": "hello"}})
+			_, arn := b.with(t).deploy("sessions_"+a.name, a, deployOpts{env: map[string]string{"GREETING": "hello"},
+				headers: []string{"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant"}})
 			for _, c := range []struct {
 				name string
 				test func(*testing.T, *berth, string)
 			}{
-				{"affinity", testAffinity}, {"logs", testLogs}, {"isolation", testIsolation}, {"streaming", testStreaming},
+				{"affinity", testAffinity}, {"headers", testHeaders}, {"logs", testLogs}, {"isolation", testIsolation}, {"streaming", testStreaming},
 				{"stop", testStop}, {"disconnect", testDisconnect}, {"crash", testCrash}, {"payload100MB", testLargePayload},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.test(t, b.with(t), arn) })
@@ -80,6 +82,51 @@ func testAffinity(t *testing.T, b *berth, arn string) {
 	lines := b.logs("stream=stdout&runtimeId=" + runtimeIDOf(arn) + "&sessionId=" + url.QueryEscape(sid))
 	if len(lines) != 2 || lines[0].Text != "echo: hi" || lines[0].Stream != "stdout" || lines[1].Text != "echo: again" || lines[0].Session != sid {
 		t.Errorf("session logs = %+v; want its two echo lines on stdout", lines)
+	}
+}
+
+// testHeaders: the agent gets the contract's headers, trace context and
+// allowlisted headers, and never the caller's credentials; trace headers are
+// echoed in the response.
+func testHeaders(t *testing.T, b *berth, arn string) {
+	const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	payload, _ := json.Marshal(map[string]any{"op": "headers"})
+	out, err := b.data.InvokeAgentRuntime(context.Background(), &dp.InvokeAgentRuntimeInput{
+		AgentRuntimeArn: aws.String(arn), RuntimeSessionId: aws.String(sessionID("headers")), Payload: payload,
+		ContentType: aws.String("application/json"), TraceParent: aws.String(traceparent), Baggage: aws.String("tenant=t1"),
+	}, func(o *dp.Options) {
+		o.APIOptions = append(o.APIOptions,
+			smithyhttp.AddHeaderValue("X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant", "acme"),
+			smithyhttp.AddHeaderValue("X-Amzn-Bedrock-AgentCore-Runtime-Custom-Unlisted", "nope"),
+			smithyhttp.AddHeaderValue("Cookie", "secret=1"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Response.Close()
+	if got := aws.ToString(out.TraceParent); got != traceparent {
+		t.Errorf("response traceparent = %q, want it echoed", got)
+	}
+	var res struct{ Headers map[string]string }
+	if err := json.NewDecoder(out.Response).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	h := res.Headers
+	for name, want := range map[string]string{
+		"traceparent": traceparent, "baggage": "tenant=t1", "content-type": "application/json",
+		"x-amzn-bedrock-agentcore-runtime-custom-tenant": "acme",
+	} {
+		if h[name] != want {
+			t.Errorf("agent got %s = %q, want %q", name, h[name], want)
+		}
+	}
+	if h["x-amzn-bedrock-agentcore-runtime-session-id"] == "" || h["x-amzn-bedrock-agentcore-runtime-request-id"] == "" {
+		t.Errorf("agent did not get the session and request ids: %v", h)
+	}
+	for _, name := range []string{"authorization", "x-amz-date", "x-amz-security-token", "cookie", "x-amzn-bedrock-agentcore-runtime-custom-unlisted"} {
+		if v, ok := h[name]; ok {
+			t.Errorf("agent got %s = %q; it must not", name, v)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -100,6 +101,12 @@ func (a *agent) invoke(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(time.Duration(req.Delay * float64(time.Second)))
 		}
 		return
+	case "headers":
+		h := map[string]string{}
+		for k := range r.Header {
+			h[strings.ToLower(k)] = r.Header.Get(k)
+		}
+		res["headers"] = h
 	case "write":
 		err = os.WriteFile(req.Path, []byte(req.Data), 0o644)
 		res["ok"] = err == nil

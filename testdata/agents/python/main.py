@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 state = {"count": 0, "busy_until": 0.0}
+HEADERS = {}
 lock = threading.Lock()
 
 
@@ -57,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
             count = state["count"]
         if op == "stream":
             return self.stream(int(req.get("n", 3)), float(req.get("delay", 0.1)))
+        global HEADERS
+        HEADERS = dict(self.headers)
         try:
             result = run(op, req)
         except Exception as e:  # report the failure of a probe as data
@@ -91,6 +94,8 @@ def run(op, req):
     if op == "echo":
         print("echo:", req.get("prompt", ""), flush=True)
         return {"echo": req.get("prompt", ""), "env": {k: os.environ.get(k) for k in req.get("env", [])}}
+    if op == "headers":
+        return {"headers": {k.lower(): v for k, v in HEADERS.items()}}
     if op == "write":
         with open(req["path"], "w") as f:
             f.write(req["data"])
