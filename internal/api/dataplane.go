@@ -106,6 +106,8 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Echoed on errors too, so a caller learns a generated session ID.
+	w.Header().Set(hdrSessionID, sid)
 	if r.ContentLength > MaxPayload {
 		s.writeError(w, r, validationError("payload", "is %d bytes; the limit is %d bytes (100 MB)", r.ContentLength, MaxPayload))
 		return
@@ -165,8 +167,8 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 			s.writeError(w, r, validationError("payload", "is larger than the limit of %d bytes (100 MB)", MaxPayload))
 		case r.Context().Err() != nil:
 			// The caller is gone; nobody reads an answer.
-		case sess.Context().Err() != nil:
-			s.writeError(w, r, runtimeClientError("runtime session %s ended during the call", sid))
+		case sess.Context().Err() != nil && sess.Sandbox().Err() == nil:
+			s.writeError(w, r, runtimeClientError("runtime session %s was stopped during the call", sid))
 		default:
 			s.writeError(w, r, s.agentFailure(sess, err))
 		}
@@ -193,7 +195,6 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 			h[k] = v
 		}
 	}
-	h.Set(hdrSessionID, sid)
 	w.WriteHeader(resp.StatusCode)
 	if err := stream(w, resp.Body); err != nil && r.Context().Err() == nil {
 		// The agent's side failed mid-answer. Abort the connection so

@@ -231,10 +231,8 @@ func (m *Manager) start(s *Session) {
 		log.Warn("session failed to start", "err", err)
 		return
 	}
-	close(s.ready)
-	log.Info("session started", "version", s.Version, "took", time.Since(begin))
-
-	// Watch for the agent dying.
+	// Watch for the agent dying. (Started before ready is closed, so that
+	// Close, which waits for ready, cannot be in wg.Wait yet.)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -245,6 +243,8 @@ func (m *Manager) start(s *Session) {
 		case <-s.ctx.Done():
 		}
 	}()
+	close(s.ready)
+	log.Info("session started", "version", s.Version, "took", time.Since(begin))
 }
 
 func (m *Manager) startSandbox(s *Session) error {
