@@ -105,7 +105,14 @@ func startBerth(t *testing.T, dataDir string, args ...string) *berth {
 		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10])}
 	b.args = append([]string{"--cgroup-parent", b.cgroupParent}, args...)
 	b.start()
-	t.Cleanup(b.stop)
+	t.Cleanup(func() {
+		b.stop()
+		// The (by then empty) parent cgroups are the test's own to remove.
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroupParent))
+		for _, d := range dirs {
+			os.Remove(d)
+		}
+	})
 	return b
 }
 

@@ -1,21 +1,31 @@
-// Package runc runs sandboxes as containers of a production OCI runtime
-// (runc by default; crun and runsc take the same command line).
+// Package runc runs sandboxes as containers of a production OCI runtime:
+// runc by default, or crun, which takes the same command line. (runsc would
+// need more: gVisor's own network stack is not reachable by dialling inside
+// the namespace.)
 //
-// Each sandbox gets new PID, mount, network, IPC and UTS namespaces. Its root
-// is a read-only skeleton, shared by all sandboxes of a driver, onto which
-// the host's /usr (and /bin, /lib, ... as symlinks or bind mounts, mirroring
-// the host) and a short list of /etc files are bound read-only. /tmp is a
-// private size-limited tmpfs, and the working directory an overlay of the
-// shared code directory with a private upper layer. Limits go to the
-// sandbox's own cgroup (<CgroupParent>/<id>) through linux.resources, which
-// the runtime applies on cgroup v1, hybrid and v2 hosts alike.
+// Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
+// network namespace has only loopback. Its root is a read-only skeleton,
+// built once per driver and shared by all its sandboxes, onto which the
+// host's /usr (and /bin, /lib, ... as symlinks or read-only bind mounts,
+// mirroring the host) and a short list of /etc entries are bound read-only.
+// /tmp is a private tmpfs of Limits.TmpBytes. The working directory is an
+// overlay whose lower layer is the shared CodeDir and whose upper layer lives
+// in the sandbox's own directory under the state directory, or, without a
+// CodeDir, a tmpfs of Limits.TmpBytes.
+//
+// Limits go through linux.resources to the sandbox's own cgroup,
+// CgroupParent/<id>, which the runtime creates in every hierarchy. The driver
+// detects whether the host has cgroup v2 (unified) or v1 (legacy or hybrid)
+// only to read the OOM-kill counter and to remove leftovers; the runtime
+// handles both.
 //
 // The driver keeps no process per sandbox: the runtime starts the agent
-// detached and exits. The driver makes its process a child subreaper, so
-// every sandbox's init process becomes its child once the runtime exits; it
-// then waits for the agent's exit through a pidfd on Go's netpoller and
-// collects the exit status. Berth reaches the agent by dialling inside the
-// sandbox's network namespace (package netns), never through a host port.
+// detached and exits. New makes the calling process a child subreaper, so
+// each agent becomes its child when the runtime exits; the driver waits for
+// the agent's exit through a pidfd on Go's netpoller (a parked goroutine, no
+// thread) and reaps it for its exit status. Berth reaches the agent by
+// dialling inside the sandbox's network namespace (package netns), never
+// through a host port.
 package runc
 
 import (
@@ -24,12 +34,15 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -75,6 +88,9 @@ type Driver struct {
 	system       []specs.Mount
 	defaults     sandbox.Limits
 	log          *slog.Logger
+
+	mu   sync.Mutex
+	live map[string]bool // ids of this driver's sandboxes, which Cleanup spares
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
@@ -96,8 +112,19 @@ func New(opts Options) (*Driver, error) {
 	}
 	bin, err := exec.LookPath(binary)
 	if err != nil {
-		return nil, fmt.Errorf("%w: OCI runtime %q not found (install it, e.g. apt-get install %s): %v", sandbox.ErrUnavailable, binary, filepath.Base(binary), err)
+		where := "in PATH"
+		if strings.ContainsRune(binary, '/') {
+			where = "at " + binary
+		}
+		return nil, fmt.Errorf("%w: OCI runtime %s not found %s: install it with apt-get install %s (%v)",
+			sandbox.ErrUnavailable, filepath.Base(binary), where, filepath.Base(binary), err)
 	}
+	// Waiting on agents needs pidfds (Linux 5.4).
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: this kernel has no pidfds (Linux 5.4 or later is needed): %v", sandbox.ErrUnavailable, err)
+	}
+	unix.Close(pidfd)
 	if bin, err = filepath.Abs(bin); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
@@ -149,6 +176,7 @@ func New(opts Options) (*Driver, error) {
 		system:       view.mounts,
 		defaults:     defaults,
 		log:          logger,
+		live:         make(map[string]bool),
 	}
 	for _, dir := range []string{state, d.rt.root, d.sandboxes} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -186,14 +214,29 @@ func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox,
 		}
 		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
 	}
+	d.mu.Lock()
+	d.live[spec.ID] = true
+	d.mu.Unlock()
 	s, err := d.start(ctx, spec, dir)
 	if err != nil {
-		if derr := d.destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+		// Clean up even if ctx is what failed the start.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := d.destroy(cctx, spec.ID); derr != nil {
 			d.log.Warn("clean up a sandbox that failed to start", "id", spec.ID, "err", derr)
+		} else {
+			d.forget(spec.ID)
 		}
 		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
 	}
 	return s, nil
+}
+
+// forget drops id from the driver's live sandboxes once it is gone.
+func (d *Driver) forget(id string) {
+	d.mu.Lock()
+	delete(d.live, id)
+	d.mu.Unlock()
 }
 
 // start does the work of Start once the sandbox's directory exists.
@@ -241,7 +284,8 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 
 // Cleanup kills and removes every sandbox an earlier driver over the same
 // state directory left behind: containers in the runtime's root, their
-// cgroups and their directories.
+// cgroups and their directories. It spares the sandboxes this driver
+// started, but is meant to run once, before the first Start.
 func (d *Driver) Cleanup(ctx context.Context) error {
 	ids, err := d.rt.list(ctx)
 	if err != nil {
@@ -255,7 +299,9 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		ids = append(ids, e.Name())
 	}
 	var errs []error
-	seen := make(map[string]bool)
+	d.mu.Lock()
+	seen := maps.Clone(d.live)
+	d.mu.Unlock()
 	for _, id := range ids {
 		if seen[id] {
 			continue
@@ -286,6 +332,11 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// CgroupVersion reports how the host's cgroups are set up: 2 on a pure
+// cgroup v2 (unified) host, 1 on a v1 or hybrid host, where the controllers
+// are v1 hierarchies. The runtime handles both; this is for reports.
+func (d *Driver) CgroupVersion() int { return d.cgroups.version() }
 
 // cgroupsPath is the cgroup of sandbox id, relative to each hierarchy's
 // root.

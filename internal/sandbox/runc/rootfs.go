@@ -29,14 +29,16 @@ func DefaultEtcFiles() []string {
 	return []string{
 		"passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf",
 		"services", "protocols", "localtime", "timezone", "ld.so.cache", "ld.so.conf",
-		"ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf", "alternatives",
-		"mime.types", "os-release",
+		"ld.so.conf.d", "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf",
+		"alternatives", "mime.types", "os-release",
 	}
 }
 
 // secretEtcFiles may never be shown to a sandbox, whatever Options.EtcFiles
-// says.
-var secretEtcFiles = []string{"shadow", "shadow-", "gshadow", "gshadow-", "sudoers", "sudoers.d", "ssh"}
+// says: neither they, nor what is inside them, nor a directory that holds
+// them. (A sandbox's root is the host's uid 0, so file modes do not protect
+// them.)
+var secretEtcFiles = []string{"shadow", "shadow-", "gshadow", "gshadow-", "sudoers", "sudoers.d", "ssh", "ssl/private"}
 
 // entryKind is the kind of one entry of the rootfs skeleton.
 type entryKind int
@@ -150,10 +152,9 @@ func checkEtcName(name string) error {
 	if name == "" || path.IsAbs(name) || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
 		return fmt.Errorf("etc entry %q: want a clean relative name such as \"resolv.conf\"", name)
 	}
-	first, _, _ := strings.Cut(name, "/")
 	for _, secret := range secretEtcFiles {
-		if first == secret {
-			return fmt.Errorf("etc entry %q: /etc/%s holds secrets and is never shown to sandboxes", name, first)
+		if name == secret || strings.HasPrefix(name, secret+"/") || strings.HasPrefix(secret, name+"/") {
+			return fmt.Errorf("etc entry %q: /etc/%s holds secrets and is never shown to sandboxes", name, secret)
 		}
 	}
 	return nil

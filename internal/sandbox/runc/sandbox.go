@@ -83,7 +83,7 @@ func (c *container) ID() string { return c.id }
 // sandbox's network namespace.
 func (c *container) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if c.netns == nil {
-		return nil, fmt.Errorf("dial sandbox %q: the agent exited before its network could be reached: %v", c.id, c.Err())
+		return nil, fmt.Errorf("dial sandbox %q: the agent exited before its network could be reached", c.id)
 	}
 	conn, err := netns.Dial(ctx, c.netns, network, addr)
 	if err != nil {
@@ -130,6 +130,7 @@ func (c *container) Stop(ctx context.Context) error {
 	if c.netns != nil {
 		c.netns.Close()
 	}
+	c.d.forget(c.id)
 	c.stopped = true
 	return nil
 }

@@ -235,7 +235,7 @@ func mountAt(t *testing.T, s *specs.Spec, dest string) specs.Mount {
 // library directory, and /etc entries of every kind.
 func TestInspectHost(t *testing.T) {
 	host := t.TempDir()
-	for _, d := range []string{"usr/bin", "usr/share/zoneinfo", "lib32", "etc/ssl/certs", "run"} {
+	for _, d := range []string{"usr/bin", "usr/share/zoneinfo", "lib32", "etc/ssl/certs", "etc/ssl/private", "run"} {
 		mkdir(t, filepath.Join(host, d))
 	}
 	for _, f := range []string{"etc/passwd", "etc/shadow", "run/resolv.conf", "usr/share/zoneinfo/UTC"} {
@@ -249,7 +249,7 @@ func TestInspectHost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v, err := inspectHost(host, []string{"passwd", "localtime", "resolv.conf", "hosts", "group", "ssl", "nsswitch.conf"})
+	v, err := inspectHost(host, []string{"passwd", "localtime", "resolv.conf", "hosts", "group", "ssl/certs", "nsswitch.conf"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestInspectHost(t *testing.T) {
 		{path: "/etc/passwd", kind: kindFile},
 		{path: "/etc/localtime", kind: kindSymlink, target: "/usr/share/zoneinfo/UTC"},
 		{path: "/etc/resolv.conf", kind: kindFile},
-		{path: "/etc/ssl", kind: kindDir},
+		{path: "/etc/ssl/certs", kind: kindDir},
 	}
 	if !slices.Equal(v.entries, wantEntries) {
 		t.Errorf("entries:\n got %v\nwant %v", v.entries, wantEntries)
@@ -276,13 +276,13 @@ func TestInspectHost(t *testing.T) {
 		host + "/lib32 -> /lib32",
 		host + "/etc/passwd -> /etc/passwd",
 		host + "/run/resolv.conf -> /etc/resolv.conf",
-		host + "/etc/ssl -> /etc/ssl",
+		host + "/etc/ssl/certs -> /etc/ssl/certs",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("mounts:\n got %v\nwant %v", got, want)
 	}
 
-	for _, bad := range []string{"shadow", "gshadow", "ssh/ssh_host_rsa_key", "../root", "/etc/passwd", "a/../b", ""} {
+	for _, bad := range []string{"shadow", "gshadow", "ssh/ssh_host_rsa_key", "ssl", "ssl/private/x.key", "../root", "/etc/passwd", "a/../b", ""} {
 		if _, err := inspectHost(host, []string{bad}); err == nil {
 			t.Errorf("inspectHost accepted the etc entry %q", bad)
 		}

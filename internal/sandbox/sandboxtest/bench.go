@@ -33,6 +33,7 @@ func BenchmarkColdStart(b *testing.B, cfg Config) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { sb.Stop(ctx) }) // if the iteration fails
 		a := newAgent(sb)
 		a.waitReady(b)
 		b.StopTimer()
@@ -90,6 +91,8 @@ func BenchmarkRuntimeFloor(b *testing.B, binary string) {
 	}
 	cgroupParent := "/sandboxtest-floor-" + randomHex(3)
 	b.Cleanup(func() { removeCgroupParent(cgroupParent) })
+	// Whatever a failed iteration left running goes before its cgroups.
+	b.Cleanup(func() { deleteAll(bin, root) })
 
 	ctx := context.Background()
 	b.ResetTimer()
@@ -102,39 +105,60 @@ func BenchmarkRuntimeFloor(b *testing.B, binary string) {
 		}
 		b.StartTimer()
 
-		pidFile := filepath.Join(bundle, "pid")
-		run := exec.Command(bin, "--root", root, "run", "--detach", "--pid-file", pidFile, "--bundle", bundle, id)
-		if out, err := run.CombinedOutput(); err != nil {
-			b.Fatalf("%s run: %v: %s", binary, err, out)
-		}
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		client := httpClient(func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return netns.Dial(ctx, ns, network, addr)
-		})
-		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err = waitPing(wctx, client, nil)
-		cancel()
+		pid, err := floorStart(ctx, bin, root, bundle, id)
 		b.StopTimer()
-		ns.Close()
 		if err != nil {
-			b.Fatalf("agent not ready: %v", err)
+			b.Fatalf("%s: %v", binary, err)
 		}
 		if err := killAndDelete(bin, root, id, pid); err != nil {
 			b.Fatal(err)
 		}
 		os.RemoveAll(bundle)
 		b.StartTimer()
+	}
+}
+
+// floorStart runs the container id from bundle with the runtime bin and
+// waits until its agent answers /ping. It returns the agent's pid.
+func floorStart(ctx context.Context, bin, root, bundle, id string) (int, error) {
+	pidFile := filepath.Join(bundle, "pid")
+	// The agent inherits the runtime's standard streams: they must not be
+	// pipes this process waits on, so the runtime logs to a file.
+	logFile := filepath.Join(bundle, "runtime.log")
+	run := exec.CommandContext(ctx, bin, "--root", root, "--log", logFile, "run", "--detach", "--pid-file", pidFile, "--bundle", bundle, id)
+	if err := run.Run(); err != nil {
+		log, _ := os.ReadFile(logFile)
+		return 0, fmt.Errorf("run: %v: %s", err, log)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, fmt.Errorf("pid file: %w", err)
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer ns.Close()
+	client := httpClient(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return netns.Dial(ctx, ns, network, addr)
+	})
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := waitPing(ctx, client, nil); err != nil {
+		return 0, fmt.Errorf("agent not ready: %w", err)
+	}
+	return pid, nil
+}
+
+// deleteAll force-deletes every container in the runtime's root.
+func deleteAll(bin, root string) {
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		exec.Command(bin, "--root", root, "delete", "--force", e.Name()).Run()
 	}
 }
 

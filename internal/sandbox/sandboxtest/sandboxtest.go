@@ -3,9 +3,16 @@
 //
 // The suite runs a small Go HTTP server (testdata/agent), built by the test
 // and given to the driver as the sandbox's CodeDir, and probes through it
-// what the sandbox lets the agent see and do. It also inspects the host for
-// what a sandbox leaves behind after Stop and after a crash. It needs what
-// the driver needs (typically root) plus the go command.
+// what the sandbox lets the agent see and do: that two agents listen on the
+// same port side by side, see only loopback, their own processes, /tmp and
+// working directory (a copy-on-write view of the untouched CodeDir), a
+// read-only root without the host's secrets; that the memory, pids and /tmp
+// limits hold for one sandbox without touching another; that output reaches
+// the given files and an agent's exit closes Done with a reason. It also
+// inspects the host for what a sandbox leaves behind (processes, network
+// namespace, cgroups, mounts, driver state) after Stop and after a crash
+// followed by Cleanup. It needs what the driver needs (typically root) plus
+// the go command.
 package sandboxtest
 
 import (
@@ -394,8 +401,11 @@ func (s *suite) testExitLater(t *testing.T, d sandbox.Driver) {
 func (s *suite) testStop(t *testing.T, d sandbox.Driver, state string) {
 	x, mark := s.startReady(t, d, "stop", nil)
 	// A child process too: it must die with the agent.
-	x.ok(t, "/write", "path", "/tmp/x", "data", "x")
+	x.ok(t, "/spawn")
 	fp := capture(t, s.statePaths(state), x, mark)
+	if pids := markedProcesses(mark); len(pids) < 2 {
+		t.Fatalf("the sandbox runs processes %v, want the agent and its child", pids)
+	}
 	if err := x.sb.Stop(t.Context()); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}

@@ -116,6 +116,15 @@ func main() {
 		}
 		json.NewEncoder(w).Encode(res)
 	})
+	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
+		// A child that outlives the request, to be killed with the sandbox.
+		c := exec.Command("/proc/self/exe", "sleep")
+		err := c.Start()
+		if err == nil {
+			go c.Wait()
+		}
+		reply(w, "spawned", err)
+	})
 	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
 		mb, _ := strconv.Atoi(r.FormValue("mb"))
 		var hold [][]byte
