@@ -30,6 +30,7 @@ type CodeStore interface {
 //	DELETE /berth/v1/code/{bucket}/{key...}            delete it; unused bundles are collected
 //	GET    /berth/v1/sessions[?runtimeId=ID]           list live sessions
 //	DELETE /berth/v1/sessions/{runtimeId}/{sessionId}  stop a session
+//	GET    /berth/v1/pools                             warm pools: size, ready, starting, claimed
 //	GET    /berth/v1/logs?runtimeId=ID[&sessionId=&since=&stream=&tail=&follow=]
 //	                                                   session logs, as JSON lines
 func (s *Server) routeAdmin(w http.ResponseWriter, r *http.Request, segs []string) {
@@ -48,6 +49,8 @@ func (s *Server) routeAdmin(w http.ResponseWriter, r *http.Request, segs []strin
 		default:
 			s.unknown(w, r)
 		}
+	case len(segs) == 1 && segs[0] == "pools" && r.Method == http.MethodGet:
+		s.serveJSON(w, r, s.listPools)
 	case len(segs) == 1 && segs[0] == "logs" && r.Method == http.MethodGet:
 		s.logs(w, r)
 	case len(segs) == 1 && segs[0] == "sessions" && r.Method == http.MethodGet:
@@ -221,4 +224,22 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if err != nil && r.Context().Err() == nil {
 		s.log.Warn("follow logs", "request_id", requestID(r.Context()), "err", err)
 	}
+}
+
+type poolView struct {
+	RuntimeID string `json:"runtimeId"`
+	Version   string `json:"version"`
+	Size      int    `json:"size"`
+	Ready     int    `json:"ready"`
+	Starting  int    `json:"starting"`
+	Claimed   int    `json:"claimed"`
+}
+
+func (s *Server) listPools(r *http.Request) (int, any, error) {
+	out := []poolView{}
+	for _, p := range s.sessions.Pools() {
+		out = append(out, poolView{RuntimeID: p.RuntimeID, Version: versionString(p.Version), Size: p.Size,
+			Ready: p.Ready, Starting: p.Starting, Claimed: p.Claimed})
+	}
+	return http.StatusOK, map[string]any{"pools": out}, nil
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/session"
 )
 
@@ -117,7 +116,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 		s.writeError(w, r, err)
 		return
 	}
-	sess, err := s.sessions.Acquire(r.Context(), runtimeID, sid, s.target(d))
+	sess, err := s.sessions.Acquire(r.Context(), runtimeID, sid, d.Target(s.opts.SessionLimits))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -212,16 +211,6 @@ func (s *Server) agentFailure(sess *session.Session, err error) error {
 		return runtimeClientError("the agent exited during the call (%v); the next call starts a new session sandbox; agent log: %s", sess.Sandbox().Err(), sess.LogDir)
 	case <-time.After(200 * time.Millisecond):
 		return runtimeClientError("could not reach the agent: %v; agent log: %s", err, sess.LogDir)
-	}
-}
-
-// target turns a deployment into what a new session runs.
-func (s *Server) target(d *control.Deployment) *session.Target {
-	return &session.Target{
-		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
-		WorkDir: control.WorkDir, Port: d.Config.Protocol.Port, Limits: s.opts.SessionLimits,
-		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
-		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
 	}
 }
 

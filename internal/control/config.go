@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -69,6 +70,18 @@ const (
 	maxEnvVars         = 50
 	maxEndpoints       = 10
 	maxVersions        = 1000
+)
+
+// Berth's extensions to a runtime's configuration. AgentCore's API has no
+// field for them, so they ride in environmentVariables (the agent sees them
+// too, harmlessly), which keeps every AgentCore client able to set them.
+const (
+	// EnvWarmPoolSize asks for that many warm sandboxes of each served
+	// version of the runtime.
+	EnvWarmPoolSize = "BERTH_WARM_POOL_SIZE"
+	// EnvWarmPoolIdle shrinks the warm pool to nothing after that many
+	// seconds without a new session (0: never).
+	EnvWarmPoolIdle = "BERTH_WARM_POOL_IDLE"
 )
 
 // Code runtimes Berth accepts.
@@ -220,6 +233,13 @@ func (c *Config) normalize(minLifecycle int) error {
 		v.add("lifecycleConfiguration.idleRuntimeSessionTimeout", "%d exceeds maxLifetime %d", lc.IdleTimeout, lc.MaxLifetime)
 	}
 
+	for _, name := range []string{EnvWarmPoolSize, EnvWarmPoolIdle} {
+		if val, ok := c.Env[name]; ok {
+			if n, err := strconv.Atoi(val); err != nil || n < 0 || n > 1000 {
+				v.add("environmentVariables."+name, "%q is not a number from 0 to 1000", val)
+			}
+		}
+	}
 	if n := len(c.Env); n > maxEnvVars {
 		v.add("environmentVariables", "has %d entries; at most %d are allowed", n, maxEnvVars)
 	}

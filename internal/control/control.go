@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berthrun/berth/internal/store"
@@ -93,6 +94,9 @@ type Service struct {
 	// never serves a stale endpoint.
 	mu          sync.RWMutex
 	deployments map[[2]string]*Deployment
+
+	// generation counts writes; see Generation.
+	generation atomic.Uint64
 
 	// gcMu keeps garbage collection from removing a bundle between its
 	// resolution and its recording in a version.
@@ -580,6 +584,7 @@ func (s *Service) update(ctx context.Context, fn func(store.Tx) error) error {
 	s.mu.Lock()
 	clear(s.deployments)
 	s.mu.Unlock()
+	s.generation.Add(1)
 	return err
 }
 

@@ -46,6 +46,8 @@ func TestNormalize(t *testing.T) {
 		{"reserved header", func(c *Config) { c.HeaderAllowlist = []string{"X-Amz-Date"} }, []string{"requestHeaderConfiguration.requestHeaderAllowlist"}},
 		{"custom header", func(c *Config) { c.HeaderAllowlist = []string{"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant"} }, nil},
 		{"authorization without JWT", func(c *Config) { c.HeaderAllowlist = []string{"Authorization"} }, []string{"requestHeaderConfiguration.requestHeaderAllowlist"}},
+		{"bad warm pool size", func(c *Config) { c.Env = map[string]string{EnvWarmPoolSize: "many"} }, []string{"environmentVariables." + EnvWarmPoolSize}},
+		{"warm pool size", func(c *Config) { c.Env = map[string]string{EnvWarmPoolSize: "3"} }, nil},
 		{"vpc without subnets", func(c *Config) { c.Network.Mode = "VPC" }, []string{"networkConfiguration.networkModeConfig"}},
 	}
 	for _, c := range cases {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/store"
 )
 
@@ -28,6 +30,21 @@ type Deployment struct {
 	// Args and Env are the agent's command line and environment.
 	Args []string
 	Env  []string
+	// WarmPool is how many warm sandboxes to keep for the version, and
+	// WarmPoolIdle how long without new sessions before they are released
+	// (0: never).
+	WarmPool     int
+	WarmPoolIdle time.Duration
+}
+
+// Target is what a new session of the deployment runs, with limits.
+func (d *Deployment) Target(limits sandbox.Limits) *session.Target {
+	return &session.Target{
+		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
+		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits,
+		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
+		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
+	}
 }
 
 // Resolve returns the deployment a data-plane call reaches: the version the
@@ -112,8 +129,10 @@ func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (
 	for _, k := range sortedKeys(env) {
 		envList = append(envList, k+"="+env[k])
 	}
+	pool, _ := strconv.Atoi(c.Env[EnvWarmPoolSize])
+	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
 	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
-		CodeDir: dir, Args: args, Env: envList}, nil
+		CodeDir: dir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second}, nil
 }
 
 // command returns the agent's command line: a script entry point runs with
@@ -352,4 +371,51 @@ func (s *Service) CollectArtifacts(ctx context.Context) ([]string, error) {
 		s.log.Info("removed unused code bundles", "count", len(removed))
 	}
 	return removed, nil
+}
+
+// Generation changes whenever the control plane's state may have changed, so
+// that watchers know when to look again.
+func (s *Service) Generation() uint64 { return s.generation.Load() }
+
+// Served returns the deployments that some endpoint serves now: every
+// endpoint's live version, each once.
+func (s *Service) Served(ctx context.Context) ([]*Deployment, error) {
+	var pairs [][2]string // runtime ID, endpoint
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		rs, err := tx.ListRuntimes(ctx, "", 0)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			eps, err := tx.ListEndpoints(ctx, r.ID, "", 0)
+			if err != nil {
+				return err
+			}
+			for _, e := range eps {
+				if e.LiveVersion > 0 {
+					pairs = append(pairs, [2]string{r.ID, e.Name})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list served versions: %w", err)
+	}
+	seen := map[[2]any]bool{}
+	var out []*Deployment
+	for _, p := range pairs {
+		d, err := s.Resolve(ctx, p[0], p[1])
+		if err != nil {
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotReady) {
+				continue // changed meanwhile
+			}
+			return nil, err
+		}
+		if k := [2]any{d.RuntimeID, d.Version}; !seen[k] {
+			seen[k] = true
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }

@@ -75,6 +75,7 @@ func DefaultDataDir() string {
 // Server is a running Berth.
 type Server struct {
 	cfg      Config
+	control  *control.Service
 	log      *slog.Logger
 	ln       net.Listener
 	http     *http.Server
@@ -138,6 +139,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, ctl.Close)
+	s.control = ctl
 
 	logDir := filepath.Join(cfg.DataDir, "sessions")
 	s.sessions = session.New(driver, session.Options{
@@ -171,11 +173,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("berth serving", "addr", s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	poolCtx, stopPools := context.WithCancel(ctx)
+	pools := make(chan struct{})
+	go func() {
+		defer close(pools)
+		s.reconcilePools(poolCtx)
+	}()
 	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
+	stopPools()
+	<-pools
 	// Ending the sessions and requests first ends streams in flight, so
 	// Shutdown does not wait for them.
 	s.sessions.Close()
@@ -197,4 +207,37 @@ func (s *Server) close() {
 		s.closers[i]()
 	}
 	s.closers = nil
+}
+
+// reconcilePools keeps the session manager's warm pools those the served
+// versions ask for, looking again whenever the control plane changes, until
+// ctx ends.
+func (s *Server) reconcilePools(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	seen := ^uint64(0)
+	for {
+		if g := s.control.Generation(); g != seen {
+			served, err := s.control.Served(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("reconcile warm pools", "err", err)
+				}
+			} else {
+				var specs []session.PoolSpec
+				for _, d := range served {
+					if d.WarmPool > 0 {
+						specs = append(specs, session.PoolSpec{Target: d.Target(s.cfg.SessionLimits), Size: d.WarmPool, IdleTimeout: d.WarmPoolIdle})
+					}
+				}
+				s.sessions.SetPools(specs)
+				seen = g
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -94,7 +94,9 @@ type Manager struct {
 
 	mu       sync.Mutex
 	sessions map[key]*Session
+	pools    map[poolKey]*pool
 	closed   bool
+	poolWake chan struct{}
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -150,9 +152,11 @@ func New(driver sandbox.Driver, opts Options) *Manager {
 		opts.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{driver: driver, opts: opts, log: opts.Logger, sessions: map[key]*Session{}, ctx: ctx, cancel: cancel}
-	m.wg.Add(1)
+	m := &Manager{driver: driver, opts: opts, log: opts.Logger, sessions: map[key]*Session{}, pools: map[poolKey]*pool{},
+		poolWake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	m.wg.Add(2)
 	go m.reap()
+	go m.fillPools()
 	return m
 }
 
@@ -169,9 +173,17 @@ func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *T
 		}
 		s := m.sessions[k]
 		if s == nil {
+			s = m.claim(k, t)
+		}
+		if s != nil {
+			m.sessions[k] = s
+		} else {
 			if len(m.sessions) >= m.opts.MaxSessions {
 				m.mu.Unlock()
 				return nil, fmt.Errorf("%d sessions are live, the most this server allows: %w", m.opts.MaxSessions, ErrQuota)
+			}
+			if len(m.sessions)+m.pooled() >= m.opts.MaxSessions {
+				m.evictPooled(poolKey{t.RuntimeID, t.Version}) // sessions come before warm sandboxes
 			}
 			s = m.newSession(k, t)
 			m.sessions[k] = s
@@ -231,20 +243,25 @@ func (m *Manager) start(s *Session) {
 		log.Warn("session failed to start", "err", err)
 		return
 	}
-	// Watch for the agent dying. (Started before ready is closed, so that
-	// Close, which waits for ready, cannot be in wg.Wait yet.)
+	// The watch starts before ready is closed, so that Close, which waits
+	// for ready, cannot be in wg.Wait yet.
+	m.watch(s)
+	close(s.ready)
+	log.Info("session started", "version", s.Version, "took", time.Since(begin))
+}
+
+// watch ends the session when its agent dies.
+func (m *Manager) watch(s *Session) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		select {
 		case <-s.sb.Done():
-			log.Warn("agent exited", "err", s.sb.Err())
+			m.log.Warn("agent exited", "runtime", s.RuntimeID, "session", s.ID, "err", s.sb.Err())
 			m.end(s, EndCrashed)
 		case <-s.ctx.Done():
 		}
 	}()
-	close(s.ready)
-	log.Info("session started", "version", s.Version, "took", time.Since(begin))
 }
 
 func (m *Manager) startSandbox(s *Session) error {
@@ -540,6 +557,7 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.wg.Wait()
+	m.closePools()
 }
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)

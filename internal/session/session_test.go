@@ -290,3 +290,94 @@ func TestLogName(t *testing.T) {
 		}
 	}
 }
+
+func waitPool(t *testing.T, m *Manager, cond func(PoolInfo) bool) PoolInfo {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ps := m.Pools()
+		if len(ps) == 1 && cond(ps[0]) {
+			return ps[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pools = %+v", ps)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWarmPool(t *testing.T) {
+	d := &fakeDriver{}
+	m := newManager(t, d, Options{MaxSessions: 3})
+	tg := target(time.Hour, time.Hour)
+	m.SetPools([]PoolSpec{{Target: tg, Size: 2}})
+	waitPool(t, m, func(p PoolInfo) bool { return p.Ready == 2 })
+
+	s, err := m.Acquire(context.Background(), "rt", "a", tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release()
+	if p := waitPool(t, m, func(p PoolInfo) bool { return p.Claimed == 1 }); p.Size != 2 {
+		t.Errorf("pool after a claim = %+v", p)
+	}
+	if s.ID != "a" || len(m.List("")) != 1 {
+		t.Errorf("claimed session = %q, sessions %v", s.ID, m.List(""))
+	}
+	// The pool refills, but only up to the session cap (1 session + 2 warm).
+	waitPool(t, m, func(p PoolInfo) bool { return p.Ready == 2 })
+
+	// Sessions take precedence over warm sandboxes: with the cap reached,
+	// new sessions still start (claiming or evicting warm ones).
+	for _, id := range []string{"b", "c"} {
+		s, err := m.Acquire(context.Background(), "rt", id, tg)
+		if err != nil {
+			t.Fatalf("session %s: %v", id, err)
+		}
+		s.Release()
+	}
+	if _, err := m.Acquire(context.Background(), "rt", "d", tg); !errors.Is(err, ErrQuota) {
+		t.Errorf("fourth session: %v, want ErrQuota", err)
+	}
+	if live := d.liveCount(); live > 3 {
+		t.Errorf("%d sandboxes live with a cap of 3", live)
+	}
+
+	// A crashed claimed sandbox ends its session like any other.
+	s, _ = m.Acquire(context.Background(), "rt", "a", tg)
+	s.Release()
+	s.Sandbox().(*fakeSandbox).crash()
+	waitGone(t, m, "a")
+
+	// Releasing the pool stops its warm sandboxes.
+	for _, id := range []string{"b", "c"} {
+		m.Stop(context.Background(), "rt", id)
+	}
+	m.SetPools(nil)
+	if ps := m.Pools(); len(ps) != 0 {
+		t.Errorf("pools after release = %+v", ps)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.liveCount() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sandboxes live after the pool was released", d.liveCount())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWarmPoolShrinksWhenIdle(t *testing.T) {
+	d := &fakeDriver{}
+	m := newManager(t, d, Options{})
+	tg := target(time.Hour, time.Hour)
+	m.SetPools([]PoolSpec{{Target: tg, Size: 2, IdleTimeout: 200 * time.Millisecond}})
+	waitPool(t, m, func(p PoolInfo) bool { return p.Ready == 2 })
+	waitPool(t, m, func(p PoolInfo) bool { return p.Ready == 0 && p.Size == 0 })
+	// Demand brings it back.
+	s, err := m.Acquire(context.Background(), "rt", "x", tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release()
+	waitPool(t, m, func(p PoolInfo) bool { return p.Ready == 2 })
+}
