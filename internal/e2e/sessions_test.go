@@ -21,8 +21,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // TestSessions runs the session suite against a Python standard-library
