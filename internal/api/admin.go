@@ -127,6 +127,8 @@ type sessionView struct {
 	IdleSeconds  float64   `json:"idleSeconds"`
 	Inflight     int       `json:"inflight"`
 	LogDirectory string    `json:"logDirectory"`
+	MemoryBytes  int64     `json:"memoryBytes"`
+	CPUSeconds   float64   `json:"cpuSeconds"`
 }
 
 func (s *Server) listSessions(r *http.Request) (int, any, error) {
@@ -141,7 +143,7 @@ func (s *Server) listSessions(r *http.Request) (int, any, error) {
 		out = append(out, sessionView{RuntimeID: in.RuntimeID, RuntimeArn: s.control.RuntimeARN(in.RuntimeID),
 			SessionID: in.SessionID, Version: versionString(in.Version), State: in.State, CreatedAt: in.CreatedAt.UTC(),
 			LastUsedAt: in.LastUsed.UTC(), AgeSeconds: now.Sub(in.CreatedAt).Seconds(), IdleSeconds: idle,
-			Inflight: in.Inflight, LogDirectory: in.LogDir})
+			Inflight: in.Inflight, LogDirectory: in.LogDir, MemoryBytes: in.MemoryBytes, CPUSeconds: in.CPUSeconds})
 	}
 	slices.SortFunc(out, func(a, b sessionView) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return http.StatusOK, map[string]any{"sessions": out}, nil

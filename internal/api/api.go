@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -30,7 +31,14 @@ type Options struct {
 	SessionLimits sandbox.Limits
 	// LogDir is where the session manager keeps session logs.
 	LogDir string
-	Logger *slog.Logger
+	// Metrics, if set, records every invocation.
+	Metrics Recorder
+	Logger  *slog.Logger
+}
+
+// Recorder records invocations (for metrics).
+type Recorder interface {
+	Invoked(runtimeID, endpoint string, code int, d time.Duration, in, out int64)
 }
 
 // Server is Berth's HTTP API.

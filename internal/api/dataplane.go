@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,14 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if s.opts.Metrics != nil {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body, w = body, rec
+		endpoint := cmp.Or(q.Get("qualifier"), "DEFAULT")
+		defer func() { s.opts.Metrics.Invoked(runtimeID, endpoint, rec.code, time.Since(start), body.n, rec.n) }()
 	}
 	sid, err := sessionID(r, false)
 	if err != nil {
@@ -291,4 +300,38 @@ func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, label strin
 	}
 	w.Header().Set(hdrSessionID, sid)
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// recorder remembers a response's status and size, for metrics.
+type recorder struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(p)
+	r.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushing, full
+// duplex).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts a request body's bytes, for metrics.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
 }

@@ -76,6 +76,18 @@ type Sandbox interface {
 	Stop(ctx context.Context) error
 }
 
+// Stats is what a sandbox uses.
+type Stats struct {
+	MemoryBytes int64   // memory in use now, page cache included
+	CPUSeconds  float64 // CPU time consumed so far
+}
+
+// StatsReader is implemented by sandboxes that can report their resource
+// use.
+type StatsReader interface {
+	Stats() (Stats, error)
+}
+
 // Driver starts sandboxes.
 type Driver interface {
 	// Start creates and starts a sandbox. It returns once the agent process

@@ -21,6 +21,7 @@ import (
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/store/sqlite"
+	"github.com/berthrun/berth/internal/telemetry"
 )
 
 // DefaultAddr is where Berth listens unless told otherwise: loopback only.
@@ -142,13 +143,31 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.control = ctl
 
 	logDir := filepath.Join(cfg.DataDir, "sessions")
+	metrics := telemetry.NewMetrics()
 	s.sessions = session.New(driver, session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
-		LogDir: logDir, Logger: cfg.Logger,
+		LogDir: logDir, Observer: metrics, Logger: cfg.Logger,
+	})
+	metrics.ObserveSessions(func() []telemetry.SessionSample {
+		var out []telemetry.SessionSample
+		for _, in := range s.sessions.List("") {
+			out = append(out, telemetry.SessionSample{RuntimeID: in.RuntimeID, SessionID: in.SessionID,
+				MemoryBytes: in.MemoryBytes, CPUSeconds: in.CPUSeconds})
+		}
+		return out
+	}, func() []telemetry.PoolSample {
+		var out []telemetry.PoolSample
+		for _, p := range s.sessions.Pools() {
+			out = append(out, telemetry.PoolSample{RuntimeID: p.RuntimeID, Version: p.Version, Ready: p.Ready, Starting: p.Starting})
+		}
+		return out
 	})
 	s.closers = append(s.closers, s.sessions.Close)
 
-	handler := api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir, Logger: cfg.Logger})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler())
+	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
+		Metrics: metrics, Logger: cfg.Logger}))
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -157,7 +176,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// (following logs, say) do not hold it up.
 	base, cancelBase := context.WithCancel(context.Background())
 	s.closers = append(s.closers, cancelBase)
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return base },
 		ErrorLog:    slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	s.cancelRequests = cancelBase

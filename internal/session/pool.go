@@ -148,6 +148,7 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		}
 		m.watch(s)
 		m.wakePools()
+		m.opts.Observer.SessionStarted(s.RuntimeID, true, 0, 0)
 		return s
 	}
 	return nil

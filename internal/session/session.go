@@ -83,8 +83,24 @@ type Options struct {
 	LogDir string
 	// LogLimit caps each session's log, in bytes.
 	LogLimit int64
+	// Observer, if set, learns of every session's start and end.
+	Observer Observer
 	Logger   *slog.Logger
 }
+
+// Observer learns of sessions starting and ending, for metrics.
+type Observer interface {
+	// SessionStarted reports a new session; for a cold start, sandbox and
+	// ready are the time to create the sandbox and for its agent to
+	// become healthy; warm says a warm sandbox served it instead.
+	SessionStarted(runtimeID string, warm bool, sandbox, ready time.Duration)
+	SessionEnded(runtimeID, reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SessionStarted(string, bool, time.Duration, time.Duration) {}
+func (nopObserver) SessionEnded(string, string)                               {}
 
 // Manager owns every live session.
 type Manager struct {
@@ -150,6 +166,9 @@ func New(driver sandbox.Driver, opts Options) *Manager {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{driver: driver, opts: opts, log: opts.Logger, sessions: map[key]*Session{}, pools: map[poolKey]*pool{},
@@ -231,6 +250,7 @@ func (m *Manager) start(s *Session) {
 	log := m.log.With("runtime", s.RuntimeID, "session", s.ID)
 	begin := time.Now()
 	err := m.startSandbox(s)
+	created := time.Now()
 	if err == nil {
 		err = m.waitReady(s)
 	}
@@ -247,6 +267,7 @@ func (m *Manager) start(s *Session) {
 	// for ready, cannot be in wg.Wait yet.
 	m.watch(s)
 	close(s.ready)
+	m.opts.Observer.SessionStarted(s.RuntimeID, false, created.Sub(begin), time.Since(created))
 	log.Info("session started", "version", s.Version, "took", time.Since(begin))
 }
 
@@ -390,6 +411,9 @@ type Info struct {
 	LastUsed  time.Time
 	Inflight  int
 	LogDir    string
+	// Resource use of the session's sandbox, if its driver reports it.
+	MemoryBytes int64
+	CPUSeconds  float64
 }
 
 // Info returns a snapshot of the session.
@@ -400,8 +424,14 @@ func (s *Session) Info() Info {
 		state = StateReady
 	default:
 	}
-	return Info{RuntimeID: s.RuntimeID, SessionID: s.ID, Version: s.Version, State: state, CreatedAt: s.CreatedAt,
+	in := Info{RuntimeID: s.RuntimeID, SessionID: s.ID, Version: s.Version, State: state, CreatedAt: s.CreatedAt,
 		LastUsed: time.Unix(0, s.lastUsed.Load()), Inflight: int(s.inflight.Load()), LogDir: s.LogDir}
+	if sr, ok := s.sb.(sandbox.StatsReader); ok && state == StateReady {
+		if st, err := sr.Stats(); err == nil {
+			in.MemoryBytes, in.CPUSeconds = st.MemoryBytes, st.CPUSeconds
+		}
+	}
+	return in
 }
 
 // List returns the live sessions, of one runtime if runtimeID is not empty.
@@ -452,6 +482,7 @@ func (m *Manager) end(s *Session, reason string) {
 		return
 	}
 	m.remove(s)
+	m.opts.Observer.SessionEnded(s.RuntimeID, reason)
 	s.cancel()
 	m.stopSandbox(s)
 	m.log.Info("session ended", "runtime", s.RuntimeID, "session", s.ID, "reason", reason,

@@ -16,6 +16,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/sandbox"
 )
 
 // cgroupHost describes the host's cgroup file systems. The runtime creates
@@ -30,8 +32,9 @@ type cgroupHost struct {
 	// controllers, named hierarchies and cgroup2).
 	mounts []string
 	// memory is the mount point of the hierarchy that has the memory
-	// controller.
-	memory string
+	// controller, and cpuacct the one that accounts CPU time (the same
+	// on v2).
+	memory, cpuacct string
 	// swap reports whether a memory+swap limit can be set.
 	swap bool
 }
@@ -56,6 +59,11 @@ func detectCgroups() (cgroupHost, error) {
 			!h.unified && m.FSType == "cgroup" && slices.Contains(strings.Split(m.VFSOptions, ","), "memory")
 		if isMemory && h.memory == "" {
 			h.memory = m.Mountpoint
+		}
+		isCPU := h.unified && m.FSType == "cgroup2" && m.Mountpoint == "/sys/fs/cgroup" ||
+			!h.unified && m.FSType == "cgroup" && slices.Contains(strings.Split(m.VFSOptions, ","), "cpuacct")
+		if isCPU && h.cpuacct == "" {
+			h.cpuacct = m.Mountpoint
 		}
 	}
 	if h.memory == "" {
@@ -104,6 +112,49 @@ func (h cgroupHost) oomKills(cgroupsPath string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no oom_kill counter", file)
+}
+
+// stats reads the memory in use and the CPU time consumed by the cgroup at
+// cgroupsPath.
+func (h cgroupHost) stats(cgroupsPath string) (sandbox.Stats, error) {
+	var st sandbox.Stats
+	memFile, cpuFile := "memory.usage_in_bytes", "cpuacct.usage"
+	if h.unified {
+		memFile, cpuFile = "memory.current", "cpu.stat"
+	}
+	mem, err := readInt(filepath.Join(h.memory, cgroupsPath, memFile))
+	if err != nil {
+		return st, err
+	}
+	st.MemoryBytes = mem
+	if h.cpuacct == "" {
+		return st, nil
+	}
+	if !h.unified {
+		ns, err := readInt(filepath.Join(h.cpuacct, cgroupsPath, cpuFile))
+		st.CPUSeconds = float64(ns) / 1e9
+		return st, err
+	}
+	data, err := os.ReadFile(filepath.Join(h.cpuacct, cgroupsPath, cpuFile))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, err := strconv.ParseInt(v, 10, 64)
+			st.CPUSeconds = float64(us) / 1e6
+			return st, err
+		}
+	}
+	return st, fmt.Errorf("%s: no usage_usec", cpuFile)
+}
+
+func readInt(path string) (int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 }
 
 // remove removes the cgroup at cgroupsPath from every hierarchy, killing

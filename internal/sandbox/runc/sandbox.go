@@ -98,6 +98,11 @@ func (c *container) DialContext(ctx context.Context, network, addr string) (net.
 // Done is closed once the agent has exited.
 func (c *container) Done() <-chan struct{} { return c.done }
 
+// Stats implements sandbox.StatsReader from the sandbox's cgroup.
+func (c *container) Stats() (sandbox.Stats, error) {
+	return c.d.cgroups.stats(c.d.cgroupsPath(c.id))
+}
+
 // Err says why the agent exited, once Done is closed.
 func (c *container) Err() error {
 	select {

@@ -88,6 +88,7 @@ func Run(t *testing.T, cfg Config) {
 	b.waitReady(t)
 
 	t.Run("TwoOnOnePort", func(t *testing.T) { s.testTwoOnOnePort(t, a, b) })
+	t.Run("Stats", func(t *testing.T) { s.testStats(t, a) })
 	t.Run("LoopbackOnly", func(t *testing.T) { s.testLoopbackOnly(t, a) })
 	t.Run("PrivateTmp", func(t *testing.T) { s.testPrivateTmp(t, a, b) })
 	t.Run("PrivateWorkDir", func(t *testing.T) { s.testPrivateWorkDir(t, a, b) })
@@ -181,6 +182,22 @@ func (s *suite) testTwoOnOnePort(t *testing.T, a, b *agent) {
 	host, _ := os.Hostname()
 	if got := a.ok(t, "/hostname"); got == host {
 		t.Errorf("sandbox a has the host's hostname %q: no UTS namespace", got)
+	}
+}
+
+// testStats: a driver that reports resource use reports the agent's.
+func (s *suite) testStats(t *testing.T, a *agent) {
+	sr, ok := a.sb.(sandbox.StatsReader)
+	if !ok {
+		t.Skip("the driver does not report resource use")
+	}
+	st, err := sr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A running Go agent uses at least a megabyte and has used some CPU.
+	if st.MemoryBytes < 1<<20 || st.CPUSeconds <= 0 {
+		t.Errorf("Stats = %+v, want the agent's memory and CPU time", st)
 	}
 }
 
