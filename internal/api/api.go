@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/sandbox"
@@ -33,7 +34,11 @@ type Options struct {
 	LogDir string
 	// Metrics, if set, records every invocation.
 	Metrics Recorder
-	Logger  *slog.Logger
+	// Tracer, if set, traces every invocation: resolving the endpoint,
+	// acquiring the session and proxying to the agent, whose request
+	// carries the trace context.
+	Tracer trace.Tracer
+	Logger *slog.Logger
 }
 
 // Recorder records invocations (for metrics).

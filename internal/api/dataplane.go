@@ -14,6 +14,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berthrun/berth/internal/session"
 )
@@ -101,6 +105,14 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 		s.writeError(w, r, err)
 		return
 	}
+	if s.opts.Tracer != nil {
+		// The caller's trace context, if any, is the parent.
+		ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := s.opts.Tracer.Start(ctx, "InvokeAgentRuntime", trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("berth.runtime_id", runtimeID), attribute.String("berth.qualifier", q.Get("qualifier"))))
+		defer span.End()
+		r = r.WithContext(ctx)
+	}
 	if s.opts.Metrics != nil {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, code: http.StatusOK}
@@ -120,12 +132,16 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 		s.writeError(w, r, validationError("payload", "is %d bytes; the limit is %d bytes (100 MB)", r.ContentLength, MaxPayload))
 		return
 	}
+	_, end := s.span(r.Context(), "resolve endpoint")
 	d, err := s.control.Resolve(r.Context(), runtimeID, q.Get("qualifier"))
+	end(err)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	sess, err := s.sessions.Acquire(r.Context(), runtimeID, sid, d.Target(s.opts.SessionLimits))
+	acquireCtx, end := s.span(r.Context(), "acquire session", attribute.String("berth.session_id", sid))
+	sess, err := s.sessions.Acquire(acquireCtx, runtimeID, sid, d.Target(s.opts.SessionLimits))
+	end(err)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -168,7 +184,15 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	out.Header.Set(hdrSessionID, sid)
 	out.Header.Set(hdrRequestID, requestID(r.Context()))
 
+	proxyCtx, endProxy := s.span(r.Context(), "proxy to agent", attribute.Int("berth.version", d.Version))
+	if s.opts.Tracer != nil {
+		// The agent's parent span is the proxy's.
+		propagation.TraceContext{}.Inject(proxyCtx, propagation.HeaderCarrier(out.Header))
+	}
+	var streamErr error
+	defer func() { endProxy(streamErr) }()
 	resp, err := sess.Transport().RoundTrip(out)
+	streamErr = err
 	if err != nil {
 		switch {
 		case body.tooLarge:
@@ -205,6 +229,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	if err := stream(w, resp.Body); err != nil && r.Context().Err() == nil {
+		streamErr = err
 		// The agent's side failed mid-answer. Abort the connection so
 		// the caller sees a broken stream, not a clean but short one.
 		s.log.Warn("stream from agent broke", "request_id", requestID(r.Context()), "session", sid, "err", err)
@@ -334,4 +359,20 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	return n, err
+}
+
+// span starts a child span of ctx's, if tracing, and returns a function that
+// ends it, recording err.
+func (s *Server) span(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, func(error)) {
+	if s.opts.Tracer == nil {
+		return ctx, func(error) {}
+	}
+	ctx, span := s.opts.Tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
 }

@@ -84,6 +84,7 @@ type berth struct {
 	cgroupParent string
 	addr         string
 	args         []string
+	env          []string // added to the server's environment
 	cmd          *exec.Cmd
 	logPath      string
 	exited       chan struct{}
@@ -96,13 +97,19 @@ type berth struct {
 // dataDir ("" for a new temporary one).
 func startBerth(t *testing.T, dataDir string, args ...string) *berth {
 	t.Helper()
+	return startBerthEnv(t, dataDir, nil, args...)
+}
+
+// startBerthEnv is startBerth with extra environment variables.
+func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *berth {
+	t.Helper()
 	requireSandboxes(t)
 	bin, _ := binaries(t)
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
 	b := &berth{t: t, bin: bin, dataDir: dataDir, logPath: filepath.Join(t.TempDir(), "berth.log"),
-		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10])}
+		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10]), env: env}
 	b.args = append([]string{"--cgroup-parent", b.cgroupParent}, args...)
 	b.start()
 	t.Cleanup(func() {
@@ -133,6 +140,7 @@ func (b *berth) start() {
 	args := append([]string{"server", "--listen", b.addr, "--data-dir", b.dataDir, "--log-level", "debug",
 		"--min-session-timeout", "1", "--reap-interval", "200ms"}, b.args...)
 	b.cmd = exec.Command(b.bin, args...)
+	b.cmd.Env = append(os.Environ(), b.env...)
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

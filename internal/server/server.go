@@ -142,11 +142,21 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers = append(s.closers, ctl.Close)
 	s.control = ctl
 
+	tracer, stopTracing, err := telemetry.NewTracer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopTracing(ctx) // flushes spans not yet exported
+	})
+
 	logDir := filepath.Join(cfg.DataDir, "sessions")
 	metrics := telemetry.NewMetrics()
 	s.sessions = session.New(driver, session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
-		LogDir: logDir, Observer: metrics, Logger: cfg.Logger,
+		LogDir: logDir, Observer: metrics, Tracer: tracer, Logger: cfg.Logger,
 	})
 	metrics.ObserveSessions(func() []telemetry.SessionSample {
 		var out []telemetry.SessionSample
@@ -167,7 +177,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
-		Metrics: metrics, Logger: cfg.Logger}))
+		Metrics: metrics, Tracer: tracer, Logger: cfg.Logger}))
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)

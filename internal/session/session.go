@@ -24,6 +24,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/telemetry"
 )
@@ -85,7 +89,10 @@ type Options struct {
 	LogLimit int64
 	// Observer, if set, learns of every session's start and end.
 	Observer Observer
-	Logger   *slog.Logger
+	// Tracer, if set, traces cold starts (creating the sandbox, waiting
+	// for the agent), as children of the call that caused them.
+	Tracer trace.Tracer
+	Logger *slog.Logger
 }
 
 // Observer learns of sessions starting and ending, for metrics.
@@ -142,6 +149,8 @@ type Session struct {
 	// ctx ends when the session ends; calls in flight are tied to it.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// caller is the trace context of the call that started the session.
+	caller trace.SpanContext
 
 	lastUsed atomic.Int64 // unix nanoseconds of the last call's end or start
 	lastBusy atomic.Int64 // unix nanoseconds the agent last said HealthyBusy
@@ -205,6 +214,7 @@ func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *T
 				m.evictPooled(poolKey{t.RuntimeID, t.Version}) // sessions come before warm sandboxes
 			}
 			s = m.newSession(k, t)
+			s.caller = trace.SpanContextFromContext(ctx)
 			m.sessions[k] = s
 			m.wg.Add(1)
 			go func() {
@@ -249,10 +259,10 @@ func (m *Manager) newSession(k key, t *Target) *Session {
 func (m *Manager) start(s *Session) {
 	log := m.log.With("runtime", s.RuntimeID, "session", s.ID)
 	begin := time.Now()
-	err := m.startSandbox(s)
+	err := m.traced(s, "sandbox.create", m.startSandbox)
 	created := time.Now()
 	if err == nil {
-		err = m.waitReady(s)
+		err = m.traced(s, "agent.ready", m.waitReady)
 	}
 	if err != nil {
 		s.startErr = err
@@ -269,6 +279,23 @@ func (m *Manager) start(s *Session) {
 	close(s.ready)
 	m.opts.Observer.SessionStarted(s.RuntimeID, false, created.Sub(begin), time.Since(created))
 	log.Info("session started", "version", s.Version, "took", time.Since(begin))
+}
+
+// traced runs a step of a session's start in a span of its own, if tracing.
+func (m *Manager) traced(s *Session, name string, step func(*Session) error) error {
+	if m.opts.Tracer == nil {
+		return step(s)
+	}
+	ctx := trace.ContextWithSpanContext(context.Background(), s.caller)
+	_, span := m.opts.Tracer.Start(ctx, name, trace.WithAttributes(
+		attribute.String("berth.runtime_id", s.RuntimeID), attribute.Int("berth.version", s.Version)))
+	defer span.End()
+	err := step(s)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }
 
 // watch ends the session when its agent dies.
