@@ -11,10 +11,10 @@ import (
 
 func serverCommand() *cobra.Command {
 	var (
-		cfg                 server.Config
-		logFormat, logLevel string
-		memMiB, tmpMiB      int64
-		cpus                float64
+		cfg                    server.Config
+		logFormat, logLevel    string
+		memMiB, tmpMiB, logMiB int64
+		cpus                   float64
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -35,6 +35,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			cfg.SessionLimits.MemoryBytes = memMiB << 20
 			cfg.SessionLimits.TmpBytes = tmpMiB << 20
 			cfg.SessionLimits.MilliCPUs = int64(cpus * 1000)
+			cfg.LogMaxBytes = logMiB << 20
 			if cfg.MinLifecycle < 1 {
 				return fmt.Errorf("--min-session-timeout %d: want at least 1 second", cfg.MinLifecycle)
 			}
@@ -63,6 +64,8 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 60*time.Second, "how long a new session's agent may take to answer GET /ping")
 	f.DurationVar(&cfg.ReapInterval, "reap-interval", time.Second, "how often idle and expired sessions are looked for")
 	f.IntVar(&cfg.MinLifecycle, "min-session-timeout", envInt("BERTH_MIN_SESSION_TIMEOUT", 60), "smallest idleRuntimeSessionTimeout and maxLifetime accepted, seconds (AgentCore: 60)")
+	f.DurationVar(&cfg.LogRetention, "session-log-retention", 7*24*time.Hour, "how long ended sessions' logs are kept")
+	f.Int64Var(&logMiB, "session-log-max", 1024, "most disk, MiB, all sessions' logs may take; the oldest ended ones go first")
 	f.StringVar(&logFormat, "log-format", "text", "server log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn or error")
 	return cmd

@@ -31,7 +31,7 @@ type CodeStore interface {
 //	GET    /berth/v1/sessions[?runtimeId=ID]           list live sessions
 //	DELETE /berth/v1/sessions/{runtimeId}/{sessionId}  stop a session
 //	GET    /berth/v1/pools                             warm pools: size, ready, starting, claimed
-//	GET    /berth/v1/logs?runtimeId=ID[&sessionId=&since=&stream=&tail=&follow=]
+//	GET    /berth/v1/logs?runtimeId=ID[&sessionId=&since=&until=&level=&stream=&tail=&follow=]
 //	                                                   session logs, as JSON lines
 func (s *Server) routeAdmin(w http.ResponseWriter, r *http.Request, segs []string) {
 	switch {
@@ -167,15 +167,26 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, validationError("stream", "%q is not stdout or stderr", query.Stream))
 		return
 	}
-	if v := q.Get("since"); v != "" {
+	for _, bound := range []struct {
+		name string
+		t    *time.Time
+	}{{"since", &query.Since}, {"until", &query.Until}} {
+		v := q.Get(bound.name)
+		if v == "" {
+			continue
+		}
 		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-			query.Since = time.Now().Add(-d)
+			*bound.t = time.Now().Add(-d)
 		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			query.Since = t
+			*bound.t = t
 		} else {
-			s.writeError(w, r, validationError("since", "%q is neither a duration (10m) nor an RFC 3339 time", v))
+			s.writeError(w, r, validationError(bound.name, "%q is neither a duration ago (10m) nor an RFC 3339 time", v))
 			return
 		}
+	}
+	if query.Level = q.Get("level"); query.Level != "" && !telemetry.ValidLevel(query.Level) {
+		s.writeError(w, r, validationError("level", "%q is not debug, info, warn or error", query.Level))
+		return
 	}
 	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -142,6 +142,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	acquireCtx, end := s.span(r.Context(), "acquire session", attribute.String("berth.session_id", sid))
 	sess, err := s.sessions.Acquire(acquireCtx, runtimeID, sid, d.Target(s.opts.SessionLimits))
 	end(err)
+	if errors.Is(err, session.ErrAgent) {
+		err = runtimeClientError("%v; %s", err, logsHint(runtimeID, sid))
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -210,7 +213,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		s.writeError(w, r, runtimeClientError("the agent answered %s: %s (agent log: %s)", resp.Status, strings.TrimSpace(string(snippet)), sess.LogDir))
+		s.writeError(w, r, runtimeClientError("the agent answered %s: %s; %s", resp.Status, strings.TrimSpace(string(snippet)), logsHint(runtimeID, sid)))
 		return
 	}
 	h := w.Header()
@@ -242,9 +245,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 func (s *Server) agentFailure(sess *session.Session, err error) error {
 	select {
 	case <-sess.Sandbox().Done():
-		return runtimeClientError("the agent exited during the call (%v); the next call starts a new session sandbox; agent log: %s", sess.Sandbox().Err(), sess.LogDir)
+		return runtimeClientError("the agent exited during the call (%v); the next call starts a new session sandbox; %s", sess.Sandbox().Err(), logsHint(sess.RuntimeID, sess.ID))
 	case <-time.After(200 * time.Millisecond):
-		return runtimeClientError("could not reach the agent: %v; agent log: %s", err, sess.LogDir)
+		return runtimeClientError("could not reach the agent: %v; %s", err, logsHint(sess.RuntimeID, sess.ID))
 	}
 }
 
@@ -375,4 +378,10 @@ func (s *Server) span(ctx context.Context, name string, attrs ...attribute.KeyVa
 		}
 		span.End()
 	}
+}
+
+// logsHint tells a caller where a session's agent output is.
+func logsHint(runtimeID, sessionID string) string {
+	return fmt.Sprintf("the agent's output: GET /berth/v1/logs?runtimeId=%s&sessionId=%s (berth logs --session %s)",
+		url.QueryEscape(runtimeID), url.QueryEscape(sessionID), sessionID)
 }

@@ -83,6 +83,14 @@ func testAffinity(t *testing.T, b *berth, arn string) {
 	if len(lines) != 2 || lines[0].Text != "echo: hi" || lines[0].Stream != "stdout" || lines[1].Text != "echo: again" || lines[0].Session != sid {
 		t.Errorf("session logs = %+v; want its two echo lines on stdout", lines)
 	}
+	for _, l := range b.logs("level=warn&runtimeId=" + runtimeIDOf(arn) + "&sessionId=" + url.QueryEscape(sid)) {
+		if l.Stream == "stdout" {
+			t.Errorf("level=warn returned the info line %+v", l)
+		}
+	}
+	if n := len(b.logs("until=1h&runtimeId=" + runtimeIDOf(arn) + "&sessionId=" + url.QueryEscape(sid))); n != 0 {
+		t.Errorf("until an hour ago returned %d lines", n)
+	}
 }
 
 // testHeaders: the agent gets the contract's headers, trace context and

@@ -54,6 +54,11 @@ type Config struct {
 	// MinLifecycle is the smallest idle timeout and max lifetime a runtime
 	// may ask for, in seconds (AgentCore: 60).
 	MinLifecycle int
+	// LogRetention and LogMaxBytes bound the logs of ended sessions: older
+	// ones are removed, then the oldest while all take more than
+	// LogMaxBytes.
+	LogRetention time.Duration
+	LogMaxBytes  int64
 	Logger       *slog.Logger
 }
 
@@ -84,6 +89,7 @@ type Server struct {
 	sessions *session.Manager
 	// cancelRequests ends the contexts of requests in flight.
 	cancelRequests context.CancelFunc
+	logDir         string
 }
 
 // New opens everything under cfg.DataDir and listens on cfg.Addr; Serve
@@ -97,6 +103,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.LogRetention <= 0 {
+		cfg.LogRetention = 7 * 24 * time.Hour
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = 1 << 30
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	defer func() {
@@ -153,6 +165,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 
 	logDir := filepath.Join(cfg.DataDir, "sessions")
+	s.logDir = logDir
 	metrics := telemetry.NewMetrics()
 	s.sessions = session.New(driver, session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
@@ -203,10 +216,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
 	poolCtx, stopPools := context.WithCancel(ctx)
-	pools := make(chan struct{})
+	pools, pruned := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(pools)
 		s.reconcilePools(poolCtx)
+	}()
+	go func() {
+		defer close(pruned)
+		s.pruneLogs(poolCtx)
 	}()
 	var err error
 	select {
@@ -215,6 +232,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopPools()
 	<-pools
+	<-pruned
 	// Ending the sessions and requests first ends streams in flight, so
 	// Shutdown does not wait for them.
 	s.sessions.Close()
@@ -262,6 +280,29 @@ func (s *Server) reconcilePools(ctx context.Context) {
 				s.sessions.SetPools(specs)
 				seen = g
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// pruneLogs applies the log retention policy every minute, until ctx ends.
+func (s *Server) pruneLogs(ctx context.Context) {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		live := map[string]bool{}
+		for _, in := range s.sessions.List("") {
+			live[in.LogDir] = true
+		}
+		n, err := telemetry.Prune(s.logDir, s.cfg.LogRetention, s.cfg.LogMaxBytes, func(dir string) bool { return live[dir] })
+		if err != nil {
+			s.log.Warn("prune session logs", "err", err)
+		} else if n > 0 {
+			s.log.Info("pruned session logs", "sessions", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -370,10 +370,10 @@ func (m *Manager) waitReady(s *Session) error {
 		}
 		select {
 		case <-s.sb.Done():
-			return fmt.Errorf("agent exited before it became healthy (%v); see its log in %s: %w", s.sb.Err(), s.LogDir, ErrAgent)
+			return fmt.Errorf("agent exited before it became healthy (%v): %w", s.sb.Err(), ErrAgent)
 		case <-deadline.C:
-			return fmt.Errorf("runtime initialization time exceeded: the agent did not answer GET /ping with 200 within %s (last: %v); see its log in %s: %w",
-				m.opts.ReadyTimeout, err, s.LogDir, ErrAgent)
+			return fmt.Errorf("runtime initialization time exceeded: the agent did not answer GET /ping with 200 within %s (last: %v): %w",
+				m.opts.ReadyTimeout, err, ErrAgent)
 		case <-s.ctx.Done():
 			return ErrClosed
 		case <-time.After(delay):

@@ -116,7 +116,53 @@ type Line struct {
 	Time    time.Time `json:"time"`
 	Session string    `json:"sessionId"`
 	Stream  string    `json:"stream"`
-	Text    string    `json:"line"`
+	// Level is the line's severity (debug, info, warn, error), as the line
+	// says it (a JSON "level" field, or a leading INFO, ERROR:... word) or,
+	// if it does not, as its stream suggests (stdout info, stderr warn).
+	Level string `json:"level"`
+	Text  string `json:"line"`
+}
+
+// Levels in increasing severity.
+var levels = map[string]int{"debug": 0, "info": 1, "warn": 2, "error": 3}
+
+// ValidLevel reports whether level is one Query.Level accepts.
+func ValidLevel(level string) bool {
+	_, ok := levels[level]
+	return ok
+}
+
+var levelWords = map[string]string{
+	"DEBUG": "debug", "TRACE": "debug", "INFO": "info", "NOTICE": "info", "WARN": "warn", "WARNING": "warn",
+	"ERROR": "error", "ERR": "error", "CRITICAL": "error", "FATAL": "error", "PANIC": "error",
+}
+
+// lineLevel finds a line's level; see Line.Level.
+func lineLevel(stream, text string) string {
+	t := strings.TrimSpace(text)
+	if strings.HasPrefix(t, "{") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(t), &rec) == nil {
+			for _, k := range []string{"level", "levelname", "severity", "lvl"} {
+				if v, ok := rec[k].(string); ok {
+					if l, ok := levelWords[strings.ToUpper(v)]; ok {
+						return l
+					}
+				}
+			}
+		}
+	}
+	word := strings.TrimLeft(t, "[")
+	if i := strings.IndexFunc(word, func(r rune) bool { return r < 'A' || r > 'Z' }); i > 0 {
+		word = word[:i]
+	}
+	if l, ok := levelWords[word]; ok {
+		return l
+	}
+	if stream == Stderr {
+		return "warn"
+	}
+	return "info"
 }
 
 // parseLine reads one record of a log file.
@@ -130,15 +176,18 @@ func parseLine(rec string) (Line, bool) {
 	if err != nil {
 		return Line{}, false
 	}
-	return Line{Time: t, Stream: stream, Text: text}, true
+	return Line{Time: t, Stream: stream, Level: lineLevel(stream, text), Text: text}, true
 }
 
 // Query selects log lines.
 type Query struct {
 	// Dirs maps session IDs to their log directories.
 	Dirs map[string]string
-	// Since drops lines older than it (zero keeps all).
-	Since time.Time
+	// Since and Until drop lines older than Since or newer than Until
+	// (zero: no bound).
+	Since, Until time.Time
+	// Level keeps only lines at least that severe ("" keeps all).
+	Level string
 	// Stream keeps only one stream ("" keeps both).
 	Stream string
 	// Tail keeps only the last Tail lines of the history (0 keeps all).
@@ -146,7 +195,8 @@ type Query struct {
 }
 
 func (q Query) keep(l Line) bool {
-	return (q.Since.IsZero() || !l.Time.Before(q.Since)) && (q.Stream == "" || l.Stream == q.Stream)
+	return (q.Since.IsZero() || !l.Time.Before(q.Since)) && (q.Until.IsZero() || !l.Time.After(q.Until)) &&
+		(q.Stream == "" || l.Stream == q.Stream) && (q.Level == "" || levels[l.Level] >= levels[q.Level])
 }
 
 // Read returns the selected lines of the sessions' logs, oldest first.
@@ -295,4 +345,49 @@ func SessionDirs(root, runtimeID string) map[string]string {
 		out[info.SessionID] = dir
 	}
 	return out
+}
+
+// Prune removes the logs of sessions that are not live: those not written
+// for maxAge, then the oldest while all logs under root take more than
+// maxBytes. live reports whether a directory belongs to a live session.
+// It returns how many session logs it removed.
+func Prune(root string, maxAge time.Duration, maxBytes int64, live func(dir string) bool) (int, error) {
+	type entry struct {
+		dir  string
+		mod  time.Time
+		size int64
+	}
+	var all []entry
+	var total int64
+	runtimes, err := os.ReadDir(root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("prune logs: %w", err)
+	}
+	for _, rt := range runtimes {
+		sessions, _ := os.ReadDir(filepath.Join(root, rt.Name()))
+		for _, s := range sessions {
+			dir := filepath.Join(root, rt.Name(), s.Name())
+			fi, err := os.Stat(filepath.Join(dir, LogFile))
+			if err != nil {
+				continue
+			}
+			total += fi.Size()
+			if !live(dir) && !strings.HasPrefix(s.Name(), "pool-") {
+				all = append(all, entry{dir, fi.ModTime(), fi.Size()})
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.mod.Compare(b.mod) })
+	removed := 0
+	for _, e := range all {
+		if time.Since(e.mod) < maxAge && total <= maxBytes {
+			break
+		}
+		if err := os.RemoveAll(e.dir); err != nil {
+			return removed, fmt.Errorf("prune logs: %w", err)
+		}
+		total -= e.size
+		removed++
+	}
+	return removed, nil
 }

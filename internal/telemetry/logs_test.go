@@ -125,3 +125,51 @@ func TestFollow(t *testing.T) {
 		t.Errorf("Follow = %v after cancel", err)
 	}
 }
+
+func TestLineLevel(t *testing.T) {
+	cases := []struct{ stream, text, want string }{
+		{Stdout, "hello", "info"},
+		{Stderr, "Traceback (most recent call last):", "warn"},
+		{Stderr, "INFO:     127.0.0.1 - GET /ping", "info"},
+		{Stdout, "ERROR:root:model call failed", "error"},
+		{Stdout, "[DEBUG] tokens=12", "debug"},
+		{Stdout, `{"level":"warning","msg":"slow"}`, "warn"},
+		{Stderr, `{"severity":"ERROR","message":"x"}`, "error"},
+		{Stdout, "Informal text", "info"},
+	}
+	for _, c := range cases {
+		if got := lineLevel(c.stream, c.text); got != c.want {
+			t.Errorf("lineLevel(%s, %q) = %s, want %s", c.stream, c.text, got, c.want)
+		}
+	}
+}
+
+func TestPrune(t *testing.T) {
+	root := t.TempDir()
+	mk := func(rt, session string, size int, age time.Duration) string {
+		dir := filepath.Join(root, rt, session)
+		os.MkdirAll(dir, 0o755)
+		p := filepath.Join(dir, LogFile)
+		os.WriteFile(p, make([]byte, size), 0o644)
+		mod := time.Now().Add(-age)
+		os.Chtimes(p, mod, mod)
+		return dir
+	}
+	old := mk("rt", "old", 10, 48*time.Hour)
+	liveOld := mk("rt", "live-old", 10, 48*time.Hour)
+	big1 := mk("rt", "big1", 600, 3*time.Hour)
+	big2 := mk("rt2", "big2", 600, 2*time.Hour)
+	recent := mk("rt2", "recent", 10, time.Minute)
+	pool := mk("rt2", "pool-x", 10, 72*time.Hour)
+
+	n, err := Prune(root, 24*time.Hour, 1000, func(dir string) bool { return dir == liveOld })
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func(dir string) bool { _, err := os.Stat(dir); return err == nil }
+	// old goes for its age; then big1, the oldest, until under 1000 bytes.
+	if n != 2 || exists(old) || exists(big1) || !exists(liveOld) || !exists(big2) || !exists(recent) || !exists(pool) {
+		t.Errorf("Prune removed %d; old %v big1 %v liveOld %v big2 %v recent %v pool %v",
+			n, exists(old), exists(big1), exists(liveOld), exists(big2), exists(recent), exists(pool))
+	}
+}
