@@ -76,6 +76,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := uuid.NewString()
 	w.Header().Set("X-Amzn-Requestid", id)
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		// An access log line per request, with the ID the caller got.
+		start, rec := time.Now(), &recorder{ResponseWriter: w, code: http.StatusOK}
+		w = rec
+		defer func() {
+			s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.EscapedPath(),
+				"status", rec.code, "bytes", rec.n, "took", time.Since(start))
+		}()
+	}
 
 	// Route on the escaped path: a runtime ARN arrives percent-encoded,
 	// with its '/' as %2F, and must stay one segment.
