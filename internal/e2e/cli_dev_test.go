@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for a process to write while the test
+// reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freePort returns a TCP port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// post calls the agent at port and returns its answer, or "" if it does not
+// answer.
+func post(port int, body string) string {
+	resp, err := http.Post("http://127.0.0.1:"+strconv.Itoa(port)+"/invocations", "application/json", strings.NewReader(body))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
+}
+
+func pingOK(port int) bool {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/ping")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// processesIn lists the processes whose working directory is dir.
+func processesIn(dir string) []string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd")); err == nil && cwd == dir {
+			cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+			out = append(out, p.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// TestCLIDev runs `berth dev` on a new project: it answers /ping and
+// /invocations, restarts when the code changes, and on Ctrl-C stops the
+// agent and everything the agent started; --detach and --stop do the same
+// in the background.
+func TestCLIDev(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("needs python3 to run the scaffolded agent")
+	}
+	c := newCLI(t, "")
+	work := t.TempDir()
+	c.ok(work, "create", "--name", "Dev", "--output-dir", work)
+	project := filepath.Join(work, "Dev")
+	code := filepath.Join(project, "app", "Dev")
+	// The agent starts a child of its own, which must stop with it.
+	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \"3217\"])\n")
+
+	port := freePort(t)
+	cmd := exec.Command(c.bin, "dev", "--port", strconv.Itoa(port))
+	cmd.Dir, cmd.Env = project, c.env
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("berth dev stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+	}()
+
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/invocations"
+	waitFor(t, 30*time.Second, "berth dev to say the agent is ready", func() bool { return strings.Contains(stderr.String(), url) })
+	if !pingOK(port) {
+		t.Fatal("GET /ping does not answer 200")
+	}
+	if got := post(port, `{"prompt": "hi"}`); !strings.Contains(got, "You said: hi") {
+		t.Fatalf("first answer: %q", got)
+	}
+
+	editFile(t, filepath.Join(code, "main.py"), "You said:", "You changed:")
+	waitFor(t, 30*time.Second, "the agent to restart with the change", func() bool {
+		return strings.Contains(post(port, `{"prompt": "hi"}`), "You changed: hi")
+	})
+	if !strings.Contains(stderr.String(), "main.py changed: restarting") {
+		t.Errorf("berth dev does not say why it restarted:\n%s", stderr.String())
+	}
+	// The first agent's child went with it: one is left, the new agent's.
+	children := 0
+	for _, p := range processesIn(code) {
+		if strings.Contains(p, "sleep 3217") {
+			children++
+		}
+	}
+	if children != 1 {
+		t.Errorf("%d of the agents' children run after a restart, want 1: %q", children, processesIn(code))
+	}
+
+	// Ctrl-C: everything goes.
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("berth dev exited with %v after Ctrl-C, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("berth dev did not exit within 20s of Ctrl-C")
+	}
+	if pingOK(port) {
+		t.Error("the agent still answers after Ctrl-C")
+	}
+	if left := processesIn(code); len(left) > 0 {
+		t.Errorf("processes left after Ctrl-C: %q", left)
+	}
+
+	// In the background.
+	r := c.ok(project, "dev", "--detach", "--port", strconv.Itoa(port))
+	logFile := filepath.Join(project, "agentcore", ".cli", "dev.log")
+	if !strings.Contains(r.stdout, url) || !strings.Contains(r.stdout, logFile) {
+		t.Errorf("berth dev --detach output:\n%s", r)
+	}
+	if got := post(port, `{"prompt": "bg"}`); !strings.Contains(got, "You changed: bg") {
+		t.Errorf("detached agent answers %q", got)
+	}
+	c.fails(project, 1, []string{"already running"}, "dev", "--detach", "--port", strconv.Itoa(port))
+	c.ok(project, "dev", "--stop")
+	if pingOK(port) {
+		t.Error("the detached agent still answers after --stop")
+	}
+	if left := processesIn(code); len(left) > 0 {
+		t.Errorf("processes left after --stop: %q", left)
+	}
+	if log, _ := os.ReadFile(logFile); !strings.Contains(string(log), "turn 1: bg") {
+		t.Errorf("the agent's output is not in %s:\n%s", logFile, log)
+	}
+	c.fails(project, 4, []string{"no berth dev is running"}, "dev", "--stop")
+
+	// A port in use is refused with what to do.
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c.fails(project, 1, []string{"port " + strconv.Itoa(port) + " is in use", "--port"}, "dev", "--port", strconv.Itoa(port))
+}
