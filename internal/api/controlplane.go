@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -343,6 +345,11 @@ func (s *Server) deleteRuntime(r *http.Request, id string) (int, any, error) {
 	}
 	if version == 0 {
 		s.sessions.StopRuntime(r.Context(), id)
+		// Its sessions' logs go with it (id is a real runtime's ID, so a
+		// plain path element).
+		if err := os.RemoveAll(filepath.Join(s.opts.LogDir, id)); err != nil {
+			s.log.Warn("remove the logs of a deleted runtime", "runtime", id, "err", err)
+		}
 	}
 	if _, err := s.control.CollectArtifacts(r.Context()); err != nil {
 		s.log.Warn("collect unused code bundles", "err", err)

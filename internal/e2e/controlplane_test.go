@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +158,9 @@ func TestVersionsAndEndpoints(t *testing.T) {
 	}
 	if n := len(b.sessions()); n != 0 {
 		t.Errorf("%d sessions live after the runtime was deleted", n)
+	}
+	if _, err := os.Stat(filepath.Join(b.dataDir, "sessions", id)); !os.IsNotExist(err) {
+		t.Errorf("the deleted runtime's session logs remain (%v)", err)
 	}
 }
 
