@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
@@ -12,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -28,6 +26,8 @@ import (
 	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
 	cp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol"
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
+
+	berthcli "github.com/berthrun/berth/internal/cli"
 )
 
 // Built once per test binary run.
@@ -262,43 +262,14 @@ func goAgent(t *testing.T) agent {
 	return agent{name: "go", bundle: zipDir(t, dir), runtime: cptypes.AgentManagedRuntimeTypePython311, entryPoint: []string{"agent"}}
 }
 
-// zipDir zips a directory's files, keeping their modes.
+// zipDir zips a directory as berth deploy does (modes kept).
 func zipDir(t *testing.T, dir string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := zip.FileInfoHeader(info)
-		if err != nil {
-			return err
-		}
-		hdr.Name, _ = filepath.Rel(dir, path)
-		hdr.Method = zip.Deflate
-		w, err := zw.CreateHeader(hdr)
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(data)
-		return err
-	})
-	if err == nil {
-		err = zw.Close()
-	}
+	b, err := berthcli.PackDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b.Zip
 }
 
 // deployOpts adjusts a runtime to create.
