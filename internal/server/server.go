@@ -16,6 +16,7 @@ import (
 
 	"github.com/berthrun/berth/internal/api"
 	"github.com/berthrun/berth/internal/artifact"
+	"github.com/berthrun/berth/internal/console"
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/runc"
@@ -189,6 +190,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler())
+	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
 		Metrics: metrics, Tracer: tracer, Logger: cfg.Logger}))
 	s.ln, err = net.Listen("tcp", cfg.Addr)
