@@ -41,6 +41,9 @@ type Config struct {
 	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
 	// crun).
 	OCIRuntime string
+	// Driver, if set, runs sandboxes instead of the OCI-runtime driver
+	// (OCIRuntime and CgroupParent are then unused).
+	Driver sandbox.Driver
 	// CgroupParent is the cgroup under which every sandbox gets its own
 	// (default /berth). Servers sharing a host need different ones.
 	CgroupParent string
@@ -133,14 +136,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.closers = append(s.closers, func() { arts.Close() })
 
-	driver, err := runc.New(runc.Options{
-		Binary:       cfg.OCIRuntime,
-		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
-		CgroupParent: cfg.CgroupParent,
-		Logger:       cfg.Logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sandbox driver: %w", err)
+	driver := cfg.Driver
+	if driver == nil {
+		if driver, err = newRuncDriver(cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := driver.Cleanup(ctx); err != nil {
 		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
@@ -312,4 +312,17 @@ func (s *Server) pruneLogs(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+func newRuncDriver(cfg Config) (sandbox.Driver, error) {
+	d, err := runc.New(runc.Options{
+		Binary:       cfg.OCIRuntime,
+		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
+		CgroupParent: cfg.CgroupParent,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox driver: %w", err)
+	}
+	return d, nil
 }
