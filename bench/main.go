@@ -1,436 +1,282 @@
-// Command bench measures Berth on this machine and prints a table:
+// Command bench measures Berth on this machine, side by side in one run, and
+// prints the results as tables with a PASS or MISS against each of Berth's
+// performance targets; it also writes them, with a description of the
+// machine, to bench/RESULTS.md.
 //
-//   - cold start: a new session ID's first call until its first response
-//     byte, for a Go and a Python agent, against the floor: the same agent in
-//     the same OCI runtime started by hand (the sandbox driver alone), until
-//     its first answer;
-//   - warm invoke latency through Berth against calling the agent directly
-//     in its sandbox;
-//   - Berth's own memory per live session.
+// Sections (see bench/README.md for how each is measured):
 //
-// It runs Berth in-process on loopback and needs root and runc:
+//   - warm: the Go example agent called directly in its sandbox, through
+//     Berth and through nginx, at several concurrencies;
+//   - cold: a new session's first byte, without and with a warm pool, for the
+//     Go and the Python agent, per OCI runtime, against the floor: the same
+//     agent started by hand in the same runtime;
+//   - stream: time to the first SSE frame and the delay Berth adds per frame;
+//   - payload: 100 MB in and out, through Berth and direct, and how much the
+//     process hosting Berth grows meanwhile;
+//   - density: many concurrent idle sessions, their memory and start times.
 //
-//	sudo go run ./bench [-cold 20] [-warm 2000] [-sessions 50]
+// Berth runs in-process on loopback. The harness needs root and runc:
+//
+//	sudo go run ./bench [-quick] [-sections warm,cold,...] [-cpuprofile cpu.pprof]
 package main
 
 import (
-	"archive/zip"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
-	"log"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
+	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
-
-	"github.com/berthrun/berth/internal/sandbox"
-	"github.com/berthrun/berth/internal/sandbox/runc"
-	"github.com/berthrun/berth/internal/server"
 )
 
+// Section names, in the order they run.
+const (
+	secWarm    = "warm"
+	secCold    = "cold"
+	secStream  = "stream"
+	secPayload = "payload"
+	secDensity = "density"
+)
+
+var allSections = []string{secWarm, secCold, secStream, secPayload, secDensity}
+
+// config is everything a run is told.
+type config struct {
+	Sections []string // which sections to run
+	Runtimes []string // OCI runtimes for cold starts
+	Primary  string   // OCI runtime of every other section
+
+	Concurrency []int         // warm: concurrent connections
+	Duration    time.Duration // warm: measured time per path and concurrency
+	Warmup      time.Duration // warm: unmeasured time before each
+	Load        string        // warm: load generator: auto, wrk or go
+	Install     bool          // install nginx and wrk with apt-get when missing
+
+	Cold     int // cold: samples per agent, runtime and mode
+	WarmSeq  int // cold: sequential warm calls that the pooled start is compared with
+	PoolSize int // cold: warm pool size
+
+	Streams      int           // stream: streams per path
+	StreamFrames int           // stream: frames per stream
+	StreamDelay  time.Duration // stream: agent's delay between frames
+
+	PayloadBytes int64 // payload: request (and so response) size
+	PayloadReps  int   // payload: repetitions per path
+
+	Density         []int // density: session counts to step through
+	DensityParallel int   // density: session starts in flight at once
+	DensityMemory   int64 // density: each sandbox's memory limit, bytes
+
+	Results    string // Markdown file to write ("" for none)
+	CPUProfile string // CPU profile of Berth during the c=32 warm run ("" for none)
+
+	Out io.Writer    // where tables and progress go
+	Log *slog.Logger // Berth's own logs
+}
+
+func (c *config) runs(section string) bool { return slices.Contains(c.Sections, section) }
+
+// quickFlags are the values -quick gives flags not set on the command line:
+// small enough for a smoke run of under a minute.
+var quickFlags = [][2]string{
+	{"concurrency", "1,32"}, {"duration", "1s"}, {"warmup", "1s"},
+	{"cold", "3"}, {"warm-seq", "30"}, {"pool-size", "2"},
+	{"streams", "2"}, {"stream-frames", "20"}, {"stream-delay", "5ms"},
+	{"payload-mb", "10"}, {"payload-reps", "1"},
+	{"density", "20"}, {"runtimes", "runc"},
+}
+
 func main() {
-	cold := flag.Int("cold", 20, "cold starts per agent")
-	warm := flag.Int("warm", 2000, "warm calls per path")
-	sessions := flag.Int("sessions", 50, "live sessions for the memory figure")
-	ociRuntime := flag.String("oci-runtime", "runc", "OCI runtime")
-	flag.Parse()
+	cfg, err := parseConfig(os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fatalf("%v", err)
+	}
 	if os.Geteuid() != 0 {
-		log.Fatal("bench needs root to create sandboxes")
+		fatalf("bench needs root: it starts sandboxes with %s. Run it as root, e.g. sudo go run ./bench", cfg.Primary)
 	}
-	if err := run(*cold, *warm, *sessions, *ociRuntime); err != nil {
-		log.Fatal(err)
+	if _, err := exec.LookPath(cfg.Primary); err != nil {
+		fatalf("bench needs the OCI runtime %s: install it with apt-get install %s", cfg.Primary, cfg.Primary)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		stop()
+		os.Exit(1)
 	}
 }
 
-// agentDef is an agent to measure: its code and how it starts.
-type agentDef struct {
-	name    string
-	dir     string // code bundle contents
-	runtime string
-	entry   []string
-	args    []string // command line inside the sandbox (for the floor)
-}
-
-func run(coldN, warmN, sessionsN int, ociRuntime string) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tmp, err := os.MkdirTemp("", "berth-bench-")
-	if err != nil {
-		return err
+// parseConfig reads the command line. Tables go to out, Berth's logs and
+// flag errors to errOut.
+func parseConfig(args []string, out, errOut io.Writer) (config, error) {
+	cfg := config{
+		Sections:    slices.Clone(allSections),
+		Runtimes:    []string{"runc", "crun"},
+		Concurrency: []int{1, 8, 32, 128},
+		Density:     []int{100, 500, 1000},
+		Out:         out,
 	}
-	defer os.RemoveAll(tmp)
-
-	goDir := filepath.Join(tmp, "goagent")
-	build := exec.Command("go", "build", "-o", filepath.Join(goDir, "agent"), "github.com/berthrun/berth/testdata/agents/goagent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the Go agent: %v\n%s", err, out)
+	var payloadMB, densityMiB int64
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	quick := fs.Bool("quick", false, "small counts for a smoke run (< 1 minute); explicit flags still win")
+	logLevel := fs.String("log-level", "warn", "level of Berth's own logs: debug, info, warn or error")
+	fs.Var(listFlag{&cfg.Sections}, "sections", "sections to run, comma-separated: "+strings.Join(allSections, ","))
+	fs.Var(listFlag{&cfg.Runtimes}, "runtimes", "OCI runtimes to measure cold starts with (those not installed are skipped)")
+	fs.StringVar(&cfg.Primary, "oci-runtime", "runc", "OCI runtime of the warm, stream, payload and density sections")
+	fs.Var(intsFlag{&cfg.Concurrency}, "concurrency", "warm: concurrencies, comma-separated")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "warm: measured time per path and concurrency (whole seconds with wrk)")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "warm: unmeasured load before each measurement")
+	fs.StringVar(&cfg.Load, "load", "auto", "warm: load generator: wrk, go, or auto (wrk when installed)")
+	fs.BoolVar(&cfg.Install, "install", true, "install nginx-light and wrk with apt-get when they are missing")
+	fs.IntVar(&cfg.Cold, "cold", 20, "cold: samples per agent, runtime and mode")
+	fs.IntVar(&cfg.WarmSeq, "warm-seq", 300, "cold: sequential warm calls per agent (the pooled start's yardstick)")
+	fs.IntVar(&cfg.PoolSize, "pool-size", 4, "cold: warm pool size (BERTH_WARM_POOL_SIZE)")
+	fs.IntVar(&cfg.Streams, "streams", 5, "stream: streams per path")
+	fs.IntVar(&cfg.StreamFrames, "stream-frames", 50, "stream: frames per stream")
+	fs.DurationVar(&cfg.StreamDelay, "stream-delay", 10*time.Millisecond, "stream: the agent's delay between frames")
+	fs.Int64Var(&payloadMB, "payload-mb", 100, "payload: request and response size, MB (10^6 bytes)")
+	fs.IntVar(&cfg.PayloadReps, "payload-reps", 3, "payload: repetitions per path")
+	fs.Var(intsFlag{&cfg.Density}, "density", "density: numbers of concurrent sessions to step through, comma-separated")
+	fs.IntVar(&cfg.DensityParallel, "density-parallel", 16, "density: session starts in flight at once")
+	fs.Int64Var(&densityMiB, "density-memory", 64, "density: memory limit of each sandbox, MiB")
+	fs.StringVar(&cfg.Results, "results", "bench/RESULTS.md", "Markdown file to write the results to (empty: none)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process hosting Berth during the c=32 warm run to this file")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
 	}
-	pyDir, err := filepath.Abs("testdata/agents/python")
-	if err != nil {
-		return err
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	python, err := exec.LookPath("python3")
-	if err != nil || !strings.HasPrefix(python, "/usr/") {
-		python = "/usr/bin/python3"
-	}
-	agents := []agentDef{
-		{name: "go", dir: goDir, runtime: "PYTHON_3_11", entry: []string{"agent"}, args: []string{"/app/agent"}},
-		{name: "python", dir: pyDir, runtime: "PYTHON_3_11", entry: []string{"main.py"}, args: []string{python, "main.py"}},
-	}
-
-	srv, err := server.New(ctx, server.Config{DataDir: filepath.Join(tmp, "data"), Addr: "127.0.0.1:0",
-		OCIRuntime: ociRuntime, MaxSessions: sessionsN + 10, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return err
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	// Shutting down ends every session and removes its sandbox.
-	defer func() { cancel(); <-served }()
-	c := &client{base: "http://" + srv.Addr().String(), http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-
-	floor, err := runc.New(runc.Options{Binary: ociRuntime, StateDir: filepath.Join(tmp, "floor"), CgroupParent: "/berth-bench-floor"})
-	if err != nil {
-		return err
-	}
-
-	fmt.Printf("Berth benchmark on %d CPUs, %s, OCI runtime %s\n\n", runtime.NumCPU(), runtime.Version(), ociRuntime)
-	fmt.Println("| measurement | agent | p50 | p90 | p99 | min |")
-	fmt.Println("|---|---|---|---|---|---|")
-	arns := map[string]string{}
-	for _, a := range agents {
-		arn, err := c.deploy(a)
-		if err != nil {
-			return fmt.Errorf("deploy %s: %w", a.name, err)
-		}
-		arns[a.name] = arn
-
-		var coldT, floorT []time.Duration
-		for range coldN {
-			d, err := c.coldStart(arn)
-			if err != nil {
-				return err
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, kv := range quickFlags {
+			if !set[kv[0]] {
+				if err := fs.Set(kv[0], kv[1]); err != nil {
+					return config{}, fmt.Errorf("-quick: %s=%s: %w", kv[0], kv[1], err)
+				}
 			}
-			coldT = append(coldT, d)
-			f, err := floorStart(ctx, floor, a)
-			if err != nil {
-				return err
-			}
-			floorT = append(floorT, f)
 		}
-		row("cold start through Berth", a.name, coldT)
-		row("floor: sandbox by hand", a.name, floorT)
-		fmt.Printf("| cold start / floor (p50) | %s | %.2fx | | | |\n", a.name, float64(pct(coldT, 50))/float64(pct(floorT, 50)))
+	}
+	cfg.PayloadBytes = payloadMB * 1_000_000
+	cfg.DensityMemory = densityMiB << 20
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
+	return cfg, cfg.check()
+}
 
-		viaBerth, direct, err := warmLatency(ctx, c, floor, a, arn, warmN)
-		if err != nil {
-			return err
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+// check reports the first setting that cannot work.
+func (c *config) check() error {
+	for _, s := range c.Sections {
+		if !slices.Contains(allSections, s) {
+			return fmt.Errorf("-sections: unknown section %q (want some of %s)", s, strings.Join(allSections, ","))
 		}
-		row("warm invoke through Berth", a.name, viaBerth)
-		row("warm invoke direct", a.name, direct)
-		fmt.Printf("| added by Berth (p50) | %s | %s | | | |\n", a.name, (pct(viaBerth, 50) - pct(direct, 50)).Round(time.Microsecond))
 	}
-
-	perSession, err := memoryPerSession(c, arns["go"], sessionsN)
-	if err != nil {
-		return err
+	for _, n := range c.Concurrency {
+		if n < 1 || n > 10_000 {
+			return fmt.Errorf("-concurrency %d: want 1 to 10000", n)
+		}
 	}
-	fmt.Printf("\nBerth's own memory per live session (Go heap + stacks, %d sessions): %.1f KiB\n", sessionsN, perSession/1024)
-	return nil
-}
-
-func row(what, agent string, d []time.Duration) {
-	f := func(p float64) string { return pct(d, p).Round(10 * time.Microsecond).String() }
-	fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", what, agent, f(50), f(90), f(99), slices.Min(d).Round(10*time.Microsecond))
-}
-
-func pct(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s)-1) * p / 100)
-	return s[i]
-}
-
-// client calls Berth's HTTP API.
-type client struct {
-	base string
-	http *http.Client
-}
-
-func (c *client) do(method, path string, body io.Reader, hdr map[string]string) (*http.Response, error) {
-	req, err := http.NewRequest(method, c.base+path, body)
-	if err != nil {
-		return nil, err
+	for _, n := range c.Density {
+		if n < 1 || n > 100_000 {
+			return fmt.Errorf("-density %d: want 1 to 100000", n)
+		}
 	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	return c.http.Do(req)
-}
-
-func (c *client) json(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
-	}
-	resp, err := c.do(method, path, body, map[string]string{"Content-Type": "application/json"})
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, data)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
+	switch {
+	case !slices.IsSorted(c.Density):
+		return fmt.Errorf("-density %v: want increasing steps", c.Density)
+	case c.Load != "auto" && c.Load != "wrk" && c.Load != "go":
+		return fmt.Errorf("-load %q: want wrk, go or auto", c.Load)
+	case c.Duration <= 0 || c.Warmup < 0:
+		return errors.New("-duration must be positive and -warmup not negative")
+	case c.Cold < 1 || c.WarmSeq < 10 || c.Streams < 1 || c.StreamFrames < 1 || c.PayloadReps < 1:
+		return errors.New("-cold, -streams, -stream-frames and -payload-reps must be at least 1, -warm-seq at least 10")
+	case c.PoolSize < 1 || c.PoolSize > 1000:
+		return fmt.Errorf("-pool-size %d: want 1 to 1000", c.PoolSize)
+	case c.PayloadBytes < 1 || c.PayloadBytes > 100<<20:
+		return fmt.Errorf("-payload-mb: %d bytes is outside 1 byte to Berth's limit of 100 MiB", c.PayloadBytes)
+	case c.DensityParallel < 1:
+		return fmt.Errorf("-density-parallel %d: want at least 1", c.DensityParallel)
+	case c.DensityMemory < 16<<20:
+		return errors.New("-density-memory: want at least 16 MiB")
 	}
 	return nil
 }
 
-func (c *client) deploy(a agentDef) (string, error) {
-	bundle, err := zipDir(a.dir)
-	if err != nil {
-		return "", err
+// listFlag is a comma-separated list of words.
+type listFlag struct{ p *[]string }
+
+func (f listFlag) String() string {
+	if f.p == nil {
+		return ""
 	}
-	resp, err := c.do(http.MethodPut, "/berth/v1/code/bench/"+a.name+".zip", bytes.NewReader(bundle), nil)
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	var created struct{ AgentRuntimeID, AgentRuntimeArn string }
-	err = c.json(http.MethodPut, "/runtimes/", map[string]any{
-		"agentRuntimeName": "bench_" + a.name, "roleArn": "arn:aws:iam::000000000000:role/bench",
-		"agentRuntimeArtifact": map[string]any{"codeConfiguration": map[string]any{
-			"code": map[string]any{"s3": map[string]any{"bucket": "bench", "prefix": a.name + ".zip"}}, "runtime": a.runtime, "entryPoint": a.entry}},
-	}, &created)
-	if err != nil {
-		return "", err
-	}
-	for {
-		var rt struct{ Status, FailureReason string }
-		if err := c.json(http.MethodGet, "/runtimes/"+created.AgentRuntimeID+"/", nil, &rt); err != nil {
-			return "", err
-		}
-		switch rt.Status {
-		case "READY":
-			return created.AgentRuntimeArn, nil
-		case "CREATE_FAILED":
-			return "", fmt.Errorf("runtime failed: %s", rt.FailureReason)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return strings.Join(*f.p, ",")
 }
 
-var echoBody = []byte(`{"op":"echo","prompt":"hello"}`)
-
-// invoke calls the agent and returns the time to the first response byte.
-func (c *client) invoke(arn, sid string) (time.Duration, error) {
-	start := time.Now()
-	resp, err := c.do(http.MethodPost, "/runtimes/"+url.PathEscape(arn)+"/invocations", bytes.NewReader(echoBody),
-		map[string]string{"Content-Type": "application/json", "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": sid})
-	if err != nil {
-		return 0, err
+func (f listFlag) Set(s string) error {
+	*f.p = nil
+	for w := range strings.SplitSeq(s, ",") {
+		if w = strings.TrimSpace(w); w != "" {
+			*f.p = append(*f.p, w)
+		}
 	}
-	defer resp.Body.Close()
-	var first [1]byte
-	if _, err := io.ReadFull(resp.Body, first[:]); err != nil {
-		return 0, err
+	if len(*f.p) == 0 {
+		return errors.New("empty list")
 	}
-	d := time.Since(start)
-	rest, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("invoke: %s: %s%s", resp.Status, first[:], rest)
-	}
-	return d, nil
+	return nil
 }
 
-func newSessionID() string { return "bench-" + rand.Text() + rand.Text() }
+// intsFlag is a comma-separated list of integers.
+type intsFlag struct{ p *[]int }
 
-func (c *client) coldStart(arn string) (time.Duration, error) {
-	sid := newSessionID()
-	d, err := c.invoke(arn, sid)
-	if err != nil {
-		return 0, err
+func (f intsFlag) String() string {
+	if f.p == nil {
+		return ""
 	}
-	rtID := arn[strings.LastIndex(arn, "/")+1:]
-	resp, err := c.do(http.MethodDelete, "/berth/v1/sessions/"+rtID+"/"+sid, nil, nil)
-	if err != nil {
-		return 0, err
+	s := make([]string, len(*f.p))
+	for i, n := range *f.p {
+		s[i] = strconv.Itoa(n)
 	}
-	resp.Body.Close()
-	return d, nil
+	return strings.Join(s, ",")
 }
 
-var floorEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PORT=8080", "DOCKER_CONTAINER=1", "PYTHONUNBUFFERED=1"}
-
-// startByHand starts the agent in a sandbox with the driver alone and
-// returns a transport to it once /ping answers.
-func startByHand(ctx context.Context, d sandbox.Driver, a agentDef) (sandbox.Sandbox, *http.Transport, error) {
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+func (f intsFlag) Set(s string) error {
+	ns, err := parseInts(s)
 	if err != nil {
-		return nil, nil, err
-	}
-	defer devnull.Close()
-	sb, err := d.Start(ctx, sandbox.Spec{ID: "floor-" + rand.Text()[:12], Args: a.args, Env: floorEnv, CodeDir: a.dir,
-		WorkDir: "/app", Stdout: devnull, Stderr: devnull})
-	if err != nil {
-		return nil, nil, err
-	}
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return sb.DialContext(ctx, "tcp", "127.0.0.1:8080")
-	}}
-	for {
-		req, _ := http.NewRequest(http.MethodGet, "http://agent/ping", nil)
-		if resp, err := tr.RoundTrip(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return sb, tr, nil
-			}
-		}
-		select {
-		case <-sb.Done():
-			return nil, nil, fmt.Errorf("agent exited: %v", sb.Err())
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-func directInvoke(tr *http.Transport) (time.Duration, error) {
-	start := time.Now()
-	req, _ := http.NewRequest(http.MethodPost, "http://agent/invocations", bytes.NewReader(echoBody))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var first [1]byte
-	if _, err := io.ReadFull(resp.Body, first[:]); err != nil {
-		return 0, err
-	}
-	d := time.Since(start)
-	io.Copy(io.Discard, resp.Body)
-	return d, nil
-}
-
-// floorStart measures the same agent started by hand until its first answer.
-func floorStart(ctx context.Context, d sandbox.Driver, a agentDef) (time.Duration, error) {
-	start := time.Now()
-	sb, tr, err := startByHand(ctx, d, a)
-	if err != nil {
-		return 0, err
-	}
-	defer sb.Stop(ctx)
-	defer tr.CloseIdleConnections()
-	if _, err := directInvoke(tr); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
-}
-
-func warmLatency(ctx context.Context, c *client, d sandbox.Driver, a agentDef, arn string, n int) (viaBerth, direct []time.Duration, err error) {
-	sid := newSessionID()
-	sb, tr, err := startByHand(ctx, d, a)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer sb.Stop(ctx)
-	for i := range n + n/10 {
-		b, err := c.invoke(arn, sid)
-		if err != nil {
-			return nil, nil, err
-		}
-		if i >= n/10 { // the first tenth warms up connections and caches
-			viaBerth = append(viaBerth, b)
-		}
-	}
-	for i := range n + n/10 {
-		d, err := directInvoke(tr)
-		if err != nil {
-			return nil, nil, err
-		}
-		if i >= n/10 {
-			direct = append(direct, d)
-		}
-	}
-	return viaBerth, direct, nil
-}
-
-func memoryPerSession(c *client, arn string, n int) (float64, error) {
-	inUse := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse + ms.StackInuse
-	}
-	before := inUse()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			if _, err := c.invoke(arn, newSessionID()); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, err
-	}
-	return float64(inUse()-before) / float64(n), nil
-}
-
-func zipDir(dir string) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := zip.FileInfoHeader(info)
-		if err != nil {
-			return err
-		}
-		hdr.Name, _ = filepath.Rel(dir, path)
-		hdr.Method = zip.Deflate
-		w, err := zw.CreateHeader(hdr)
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(data)
 		return err
-	})
-	if err != nil {
-		return nil, err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
+	*f.p = ns
+	return nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var ns []int
+	for w := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a list of integers", s)
+		}
+		ns = append(ns, n)
 	}
-	return buf.Bytes(), nil
+	return ns, nil
 }

@@ -28,6 +28,7 @@ import (
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
 
 	berthcli "github.com/berthrun/berth/internal/cli"
+	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
 )
 
 // Built once per test binary run.
@@ -106,7 +107,8 @@ func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *
 	requireSandboxes(t)
 	bin, _ := binaries(t)
 	if dataDir == "" {
-		dataDir = t.TempDir()
+		// Traversable by others, so sandboxes get user namespaces.
+		dataDir = sandboxtest.TempDir(t)
 	}
 	b := &berth{t: t, bin: bin, dataDir: dataDir, logPath: filepath.Join(t.TempDir(), "berth.log"),
 		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10]), env: env}

@@ -196,6 +196,13 @@ func testIsolation(t *testing.T, b *berth, arn string) {
 	if res := call(a, map[string]any{"op": "read", "path": "/etc/shadow"}); res["error"] == nil {
 		t.Errorf("session a read /etc/shadow: %v", res)
 	}
+	// The agent is not root on the host: its user namespace maps it away.
+	if uidMap, _ := call(a, map[string]any{"op": "read", "path": "/proc/self/uid_map"})["data"].(string); len(strings.Fields(uidMap)) < 2 || strings.Fields(uidMap)[1] == "0" {
+		t.Errorf("uid_map = %q, want a user namespace mapping away from host root", uidMap)
+	}
+	if strings.Contains(b.log(), "without a user namespace") {
+		t.Error("the server ran sandboxes without a user namespace")
+	}
 	pa := call(a, map[string]any{"op": "ps"})["pids"].([]any)
 	pb := call(c, map[string]any{"op": "ps"})["pids"].([]any)
 	if len(pa) > 5 || len(pb) > 5 || intOf(pa[0]) != 1 || intOf(pb[0]) != 1 {

@@ -120,8 +120,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.close()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// Others may traverse the data directory but not list it: sandboxes in
+	// user namespaces must reach their state and code below it. What is
+	// private in it is private by its own mode (the database 0600, session
+	// logs 0700).
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
 	}
 
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "berth.db"))
@@ -129,6 +136,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.closers = append(s.closers, func() { st.Close() })
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Chmod(filepath.Join(cfg.DataDir, "berth.db"+suffix), 0o600); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("protect the database: %w", err)
+		}
+	}
 
 	arts, err := artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), artifact.Options{})
 	if err != nil {
@@ -167,6 +179,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	logDir := filepath.Join(cfg.DataDir, "sessions")
 	s.logDir = logDir
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create session log directory: %w", err)
+	}
+	if err := os.Chmod(logDir, 0o700); err != nil {
+		return nil, fmt.Errorf("session log directory: %w", err)
+	}
 	metrics := telemetry.NewMetrics()
 	s.sessions = session.New(driver, session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,

@@ -28,14 +28,22 @@ func startServer(tb testing.TB) (*Server, string) {
 		tb.Skip("needs runc (apt-get install runc)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Config{DataDir: tb.TempDir(), Addr: "127.0.0.1:0", CgroupParent: "/berth-bench-" + fmt.Sprint(os.Getpid()),
+	parent := "/berth-bench-" + fmt.Sprint(os.Getpid())
+	srv, err := New(ctx, Config{DataDir: tb.TempDir(), Addr: "127.0.0.1:0", CgroupParent: parent,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", parent))
+		for _, d := range dirs {
+			os.Remove(d) // empty once every sandbox is gone
+		}
+	})
 	return srv, "http://" + srv.Addr().String()
 }
 

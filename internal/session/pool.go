@@ -264,7 +264,7 @@ func (m *Manager) startPooled(k poolKey, s *Session) {
 			p.failedAt = time.Now()
 		}
 		m.mu.Unlock()
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, ErrClosed) && m.ctx.Err() == nil { // not just shutting down
 			m.log.Warn("warm sandbox failed to start", "runtime", k.runtimeID, "version", k.version, "err", err)
 		}
 		m.discard([]*Session{s})

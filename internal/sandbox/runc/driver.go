@@ -13,6 +13,12 @@
 // in the sandbox's own directory under the state directory, or, without a
 // CodeDir, a tmpfs of Limits.TmpBytes.
 //
+// The agent runs as an unprivileged user with no capabilities, no_new_privs
+// and Docker's default seccomp profile. Where the host allows, each sandbox
+// also gets a user namespace in which the agent is uid 1000 and root is an
+// unprivileged host user (see Options.HostIDBase); elsewhere the agent runs
+// as that same host user without one.
+//
 // Limits go through linux.resources to the sandbox's own cgroup,
 // CgroupParent/<id>, which the runtime creates in every hierarchy. The driver
 // detects whether the host has cgroup v2 (unified) or v1 (legacy or hybrid)
@@ -35,6 +41,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path"
@@ -74,6 +81,25 @@ type Options struct {
 	// Defaults replace the zero fields of a sandbox's limits. Its own zero
 	// fields mean DefaultLimits.
 	Defaults sandbox.Limits
+	// HostIDBase is the first of the 65536 host uids and gids that
+	// sandboxes use: a sandbox's user namespace maps its ids 0 to 65535 to
+	// HostIDBase to HostIDBase+65535, and its agent (uid and gid 1000
+	// inside) is HostIDBase+1000 on the host, with or without a user
+	// namespace. No host user or other container runtime should use them.
+	// Zero means DefaultHostIDBase.
+	HostIDBase uint32
+	// NoUserNamespace runs sandboxes without a user namespace even where
+	// the host allows one. Their agents still run as the unprivileged
+	// HostIDBase+1000.
+	//
+	// Without it, sandboxes get a user namespace if the kernel allows them
+	// and the sandboxes' root (HostIDBase) may look up StateDir, as the
+	// runtime sets a sandbox up from inside its namespace: every directory
+	// above StateDir must be searchable by others (mode o+x, as
+	// /var/lib/docker is with Docker's userns-remap), and so must every
+	// CodeDir with the directories above it. Otherwise New logs a warning
+	// and runs sandboxes without one.
+	NoUserNamespace bool
 	// Logger receives the driver's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -87,6 +113,8 @@ type Driver struct {
 	cgroups      cgroupHost
 	system       []specs.Mount
 	defaults     sandbox.Limits
+	ids          identity
+	seccomp      *specs.LinuxSeccomp
 	log          *slog.Logger
 
 	mu   sync.Mutex
@@ -154,9 +182,22 @@ func New(opts Options) (*Driver, error) {
 	if err := validate(sandbox.Spec{ID: "defaults", Args: []string{"x"}, WorkDir: "/x", Limits: defaults}); err != nil {
 		return nil, fmt.Errorf("runc driver: default limits: %w", err)
 	}
+	base := opts.HostIDBase
+	if base == 0 {
+		base = DefaultHostIDBase
+	}
+	// The highest id, 2^32-1, means "no id" to the kernel.
+	if base < idMapSize || uint64(base)+idMapSize > math.MaxUint32 {
+		return nil, fmt.Errorf("runc driver: host id base %d: want %d to %d, so that the %d ids above it are neither the host's own users nor past the last id",
+			base, idMapSize, math.MaxUint32-idMapSize, idMapSize)
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	filter, err := defaultSeccomp()
+	if err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 
 	cgroups, err := detectCgroups()
@@ -175,16 +216,32 @@ func New(opts Options) (*Driver, error) {
 		cgroups:      cgroups,
 		system:       view.mounts,
 		defaults:     defaults,
+		ids:          identity{hostBase: base},
+		seccomp:      filter,
 		log:          logger,
 		live:         make(map[string]bool),
 	}
-	for _, dir := range []string{state, d.rt.root, d.sandboxes} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+	// A sandbox's root looks up the skeleton and its overlay directories
+	// (only those) from inside its user namespace: the state directory and
+	// the one of sandboxes are searchable but not readable by others.
+	for _, dir := range []struct {
+		path string
+		perm fs.FileMode
+	}{{state, 0o711}, {d.rt.root, 0o700}, {d.sandboxes, 0o711}} {
+		if err := mkdirMode(dir.path, dir.perm); err != nil {
 			return nil, fmt.Errorf("runc driver: %w", err)
 		}
 	}
 	if err := view.build(d.rootfs); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	switch err := userNamespaceUsable(state, base); {
+	case opts.NoUserNamespace:
+		logger.Debug("sandboxes run without a user namespace, as configured")
+	case err != nil:
+		logger.Warn("sandboxes run without a user namespace", "reason", err)
+	default:
+		d.ids.userns = true
 	}
 	// The runtime exits once the agent runs; as a subreaper this process
 	// inherits the agent, so it can collect its exit status and no zombie
@@ -192,7 +249,8 @@ func New(opts Options) (*Driver, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("runc driver: become a child subreaper: %w", err)
 	}
-	logger.Debug("sandbox driver ready", "runtime", bin, "state", state, "cgroup_version", cgroups.version(), "cgroup_parent", parent)
+	logger.Debug("sandbox driver ready", "runtime", bin, "state", state, "cgroup_version", cgroups.version(), "cgroup_parent", parent,
+		"user_namespace", d.ids.userns, "agent_host_id", d.ids.agentOnHost())
 	return d, nil
 }
 
@@ -205,6 +263,14 @@ func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox,
 	if spec.CodeDir != "" {
 		if err := isDir("code dir", spec.CodeDir); err != nil {
 			return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+		}
+		if d.ids.userns {
+			// The runtime mounts the overlay from inside the user
+			// namespace.
+			if err := checkReachable(spec.CodeDir, d.ids.hostBase, true); err != nil {
+				return nil, fmt.Errorf("start sandbox %q: code dir %s: the sandbox's root (host uid %d) cannot read it: %w",
+					spec.ID, spec.CodeDir, d.ids.hostBase, err)
+			}
 		}
 	}
 	dir := filepath.Join(d.sandboxes, spec.ID)
@@ -248,19 +314,31 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 		system:      d.system,
 		cgroupsPath: d.cgroupsPath(spec.ID),
 		limitSwap:   d.cgroups.swap,
+		ids:         d.ids,
+		seccomp:     d.seccomp,
 	}
 	if spec.CodeDir != "" {
+		// The sandbox's root looks up the overlay directories (and
+		// nothing else) here; they belong to the agent, whose files
+		// they hold.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return nil, err
+		}
 		b.upperDir = filepath.Join(dir, "upper")
 		b.workDir = filepath.Join(dir, "work")
+		owner := int(d.ids.agentOnHost())
 		for _, p := range []string{b.upperDir, b.workDir} {
 			if err := os.Mkdir(p, 0o700); err != nil {
+				return nil, err
+			}
+			if err := os.Chown(p, owner, owner); err != nil {
 				return nil, err
 			}
 		}
 	}
 	// The mount point must exist in the shared, read-only skeleton. checkWorkDir
 	// keeps it out of the skeleton's symlinks.
-	if err := os.MkdirAll(filepath.Join(d.rootfs, spec.WorkDir), 0o755); err != nil {
+	if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
 		return nil, fmt.Errorf("create workdir mount point: %w", err)
 	}
 	if err := writeJSON(filepath.Join(dir, "config.json"), buildSpec(b)); err != nil {
@@ -331,6 +409,20 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	return nil
+}
+
+// UserNamespace reports whether sandboxes get a user namespace (see
+// Options.NoUserNamespace).
+func (d *Driver) UserNamespace() bool { return d.ids.userns }
+
+// AgentOwner returns the host uid and gid that agents run as, with or without
+// a user namespace. Files the agent should be able to change in place, such
+// as a CodeDir's, must belong to them; files of other owners it can read
+// (when their mode lets others read) and replace in its working directory,
+// but not change.
+func (d *Driver) AgentOwner() (uid, gid int) {
+	id := int(d.ids.agentOnHost())
+	return id, id
 }
 
 // CgroupVersion reports how the host's cgroups are set up: 2 on a pure

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,60 @@ func TestConformanceCrun(t *testing.T) {
 	sandboxtest.Run(t, cfg)
 }
 
+// TestConformanceNoUserNamespace runs the suite on sandboxes without a user
+// namespace, as on hosts where the state directory is private to root.
+func TestConformanceNoUserNamespace(t *testing.T) {
+	sandboxtest.Run(t, configWith(t, "runc", runc.Options{NoUserNamespace: true}))
+}
+
+// TestUserNamespaceFallback checks that a driver whose state directory the
+// sandboxes' root cannot reach runs them without a user namespace, says why,
+// and still runs agents unprivileged.
+func TestUserNamespaceFallback(t *testing.T) {
+	skipUnlessAvailable(t, "runc")
+	private := filepath.Join(sandboxtest.TempDir(t), "data")
+	if err := os.Mkdir(private, 0o700); err != nil { // like a data directory of root's
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	d, err := runc.New(runc.Options{
+		StateDir:     filepath.Join(private, "state"),
+		CgroupParent: "/berth-test-" + randomHex(4),
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.UserNamespace() {
+		t.Fatalf("the driver uses user namespaces with its state below %s (mode 0700)", private)
+	}
+	if !strings.Contains(logs.String(), "without a user namespace") || !strings.Contains(logs.String(), "chmod o+x "+private) {
+		t.Errorf("the driver's warning does not say why and what to do: %s", logs.String())
+	}
+	if uid, gid := d.AgentOwner(); uid != runc.DefaultHostIDBase+1000 || gid != uid {
+		t.Errorf("AgentOwner = %d, %d, want %d for both", uid, gid, runc.DefaultHostIDBase+1000)
+	}
+}
+
+// TestStartUnreachableCodeDir checks that a sandbox with a user namespace
+// refuses a code directory its root cannot read, naming it.
+func TestStartUnreachableCodeDir(t *testing.T) {
+	cfg := config(t, "runc")
+	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
+	code := filepath.Join(t.TempDir(), "code") // below a 0700 directory
+	if err := os.Mkdir(code, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := d.Start(t.Context(), sandbox.Spec{ID: "unreachable", Args: []string{"/bin/true"}, WorkDir: "/workspace", CodeDir: code})
+	if err == nil {
+		sb.Stop(t.Context())
+		t.Fatal("Start succeeded")
+	}
+	if !strings.Contains(err.Error(), code) || !strings.Contains(err.Error(), "chmod o+x") {
+		t.Errorf("Start = %v, want an error naming the code dir and the fix", err)
+	}
+}
+
 func TestNewUnavailable(t *testing.T) {
 	_, err := runc.New(runc.Options{Binary: "berth-no-such-runtime", StateDir: t.TempDir()})
 	if !errors.Is(err, sandbox.ErrUnavailable) {
@@ -54,6 +109,8 @@ func TestNewBadOptions(t *testing.T) {
 		{"relative cgroup parent", runc.Options{StateDir: t.TempDir(), CgroupParent: "berth"}, "cgroup parent"},
 		{"secret etc file", runc.Options{StateDir: t.TempDir(), EtcFiles: []string{"shadow"}}, "secrets"},
 		{"tiny cpu default", runc.Options{StateDir: t.TempDir(), Defaults: sandbox.Limits{MilliCPUs: 1}}, "cpu"},
+		{"host ids among the host's users", runc.Options{StateDir: t.TempDir(), HostIDBase: 1000}, "host id base 1000"},
+		{"host ids past the last id", runc.Options{StateDir: t.TempDir(), HostIDBase: 1<<32 - 1000}, "host id base"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,7 +126,7 @@ func TestNewBadOptions(t *testing.T) {
 // creates anything.
 func TestStartBadSpec(t *testing.T) {
 	cfg := config(t, "runc")
-	d := cfg.NewDriver(t, t.TempDir())
+	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
 	good := sandbox.Spec{ID: "bad-spec", Args: []string{"/bin/true"}, WorkDir: "/workspace"}
 	tests := []struct {
 		name string
@@ -117,14 +174,26 @@ func BenchmarkRuntimeFloor(b *testing.B) {
 // runtime binary, with a cgroup parent of their own that is removed when the
 // test ends. It skips the test if the driver cannot run here.
 func config(tb testing.TB, binary string) sandboxtest.Config {
+	return configWith(tb, binary, runc.Options{})
+}
+
+// configWith is config for drivers with other options too. Their sandboxes
+// must get a user namespace unless opts.NoUserNamespace says otherwise (the
+// suite's state directories allow them).
+func configWith(tb testing.TB, binary string, opts runc.Options) sandboxtest.Config {
 	skipUnlessAvailable(tb, binary)
 	parent := "/berth-test-" + randomHex(4)
 	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
 	return sandboxtest.Config{
 		NewDriver: func(tb testing.TB, state string) sandbox.Driver {
-			d, err := runc.New(runc.Options{Binary: binary, StateDir: state, CgroupParent: parent})
+			o := opts
+			o.Binary, o.StateDir, o.CgroupParent = binary, state, parent
+			d, err := runc.New(o)
 			if err != nil {
 				tb.Fatal(err)
+			}
+			if d.UserNamespace() == opts.NoUserNamespace {
+				tb.Fatalf("the driver over %s uses user namespaces: %v, want %v", state, d.UserNamespace(), !opts.NoUserNamespace)
 			}
 			return d
 		},
@@ -138,7 +207,7 @@ func config(tb testing.TB, binary string) sandboxtest.Config {
 // root, or the runtime is not installed).
 func skipUnlessAvailable(tb testing.TB, binary string) {
 	tb.Helper()
-	_, err := runc.New(runc.Options{Binary: binary, StateDir: tb.TempDir()})
+	_, err := runc.New(runc.Options{Binary: binary, StateDir: tb.TempDir(), NoUserNamespace: true})
 	if errors.Is(err, sandbox.ErrUnavailable) {
 		tb.Skipf("driver unavailable: %v", err)
 	}
@@ -151,7 +220,7 @@ func skipUnlessAvailable(tb testing.TB, binary string) {
 // host.
 func probe(t *testing.T, cfg sandboxtest.Config) {
 	t.Helper()
-	d := cfg.NewDriver(t, t.TempDir())
+	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
 	sb, err := d.Start(t.Context(), sandbox.Spec{ID: "probe", Args: []string{"/bin/true"}, WorkDir: "/probe"})
 	if err != nil {
 		t.Skipf("the runtime cannot start containers here (%s): %v", crunHint, err)

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -36,8 +37,8 @@ func DefaultEtcFiles() []string {
 
 // secretEtcFiles may never be shown to a sandbox, whatever Options.EtcFiles
 // says: neither they, nor what is inside them, nor a directory that holds
-// them. (A sandbox's root is the host's uid 0, so file modes do not protect
-// them.)
+// them. (Agents run unprivileged, so the files' modes protect them too; not
+// showing them at all holds even if a kernel bug lets an agent past modes.)
 var secretEtcFiles = []string{"shadow", "shadow-", "gshadow", "gshadow-", "sudoers", "sudoers.d", "ssh", "ssl/private"}
 
 // entryKind is the kind of one entry of the rootfs skeleton.
@@ -55,6 +56,21 @@ type entry struct {
 	path   string // absolute, inside the sandbox
 	kind   entryKind
 	target string // of a symlink
+	// sticky makes a directory 1777 rather than 755. runc gives a tmpfs
+	// the mode of its mount point, so /tmp's must be that of a /tmp.
+	sticky bool
+}
+
+// perm is the permission bits of e on disk.
+func (e entry) perm() fs.FileMode {
+	switch {
+	case e.kind == kindDir && e.sticky:
+		return fs.ModeSticky | 0o777
+	case e.kind == kindDir:
+		return 0o755
+	default:
+		return 0o644
+	}
 }
 
 // systemView is the read-only view of the host system that every sandbox of
@@ -71,7 +87,7 @@ type systemView struct {
 func inspectHost(hostRoot string, etc []string) (systemView, error) {
 	var v systemView
 	for _, name := range []string{"proc", "dev", "sys", "tmp", "etc"} {
-		v.entries = append(v.entries, entry{path: "/" + name, kind: kindDir})
+		v.entries = append(v.entries, entry{path: "/" + name, kind: kindDir, sticky: name == "tmp"})
 	}
 	for _, name := range systemDirs {
 		host := filepath.Join(hostRoot, name)
@@ -187,13 +203,17 @@ func roBind(source, destination string) specs.Mount {
 // build creates the skeleton under rootfs. It is idempotent, so a driver
 // restarted over the same state directory reuses (and repairs) the skeleton
 // that sandboxes of the earlier run may still have as their root.
+//
+// Every directory of the skeleton is world-readable: a sandbox's root may
+// be a user the host knows nothing about, and the skeleton holds nothing but
+// mount points.
 func (v systemView) build(rootfs string) error {
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+	if err := mkdirMode(rootfs, 0o755); err != nil {
 		return fmt.Errorf("build rootfs: %w", err)
 	}
 	for _, e := range v.entries {
 		p := filepath.Join(rootfs, e.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := mkdirAll(filepath.Dir(p)); err != nil {
 			return fmt.Errorf("build rootfs %s: %w", e.path, err)
 		}
 		fi, err := os.Lstat(p)
@@ -201,6 +221,9 @@ func (v systemView) build(rootfs string) error {
 		switch e.kind {
 		case kindDir:
 			if exists && fi.IsDir() {
+				if err := chmodIfNeeded(p, fi, e.perm()); err != nil {
+					return fmt.Errorf("build rootfs %s: %w", e.path, err)
+				}
 				continue
 			}
 		case kindFile:
@@ -222,11 +245,15 @@ func (v systemView) build(rootfs string) error {
 		}
 		switch e.kind {
 		case kindDir:
-			err = os.Mkdir(p, 0o755)
+			if err = os.Mkdir(p, 0); err == nil {
+				// Mkdir's mode goes through the umask and drops
+				// the sticky bit.
+				err = os.Chmod(p, e.perm())
+			}
 		case kindFile:
 			var f *os.File
-			if f, err = os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-				err = f.Close()
+			if f, err = os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0); err == nil {
+				err = errors.Join(f.Chmod(e.perm()), f.Close())
 			}
 		case kindSymlink:
 			err = os.Symlink(e.target, p)
@@ -236,4 +263,51 @@ func (v systemView) build(rootfs string) error {
 		}
 	}
 	return nil
+}
+
+// mkdirMode creates directory p, and its parents, if missing, and gives p
+// the mode perm either way.
+func mkdirMode(p string, perm fs.FileMode) error {
+	if err := mkdirAll(p); err != nil {
+		return err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	return chmodIfNeeded(p, fi, perm)
+}
+
+// mkdirAll is os.MkdirAll with mode 0755 whatever the umask: a user
+// namespace's root must be able to look up the paths of the skeleton.
+func mkdirAll(p string) error {
+	fi, err := os.Stat(p)
+	if err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: p, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if parent := filepath.Dir(p); parent != p {
+		if err := mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(p, 0); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chmod(p, 0o755)
+}
+
+// chmodIfNeeded gives p, which fi describes, the permission bits perm
+// (with the sticky bit) unless it has them.
+func chmodIfNeeded(p string, fi fs.FileInfo, perm fs.FileMode) error {
+	const mask = fs.ModePerm | fs.ModeSticky
+	if fi.Mode()&mask == perm&mask {
+		return nil
+	}
+	return os.Chmod(p, perm)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/internal/sandbox"
@@ -115,6 +116,51 @@ func withDefaults(l, def sandbox.Limits) sandbox.Limits {
 	return l
 }
 
+// The identity agents run as. A sandbox with a user namespace maps its ids
+// 0 to idMapSize-1 to the host's hostIDBase and up; its agent is agentID
+// inside, hostIDBase+agentID on the host. A sandbox without one runs its
+// agent as hostIDBase+agentID directly, so the agent's files on the host are
+// owned by the same ids either way.
+const (
+	// DefaultHostIDBase is the first host id sandboxes use when
+	// Options.HostIDBase is zero: 0x70000000, in the range that systemd's
+	// UID/GID allocation leaves unused, far from users and from the
+	// container ranges of /etc/subuid and systemd-nspawn.
+	DefaultHostIDBase = 0x70000000
+	// agentID is the uid and gid of the agent inside a user namespace: an
+	// ordinary user, neither root nor the overflow id 65534 that files of
+	// unmapped owners (the host's root) show as.
+	agentID = 1000
+	// idMapSize is how many ids a sandbox's user namespace maps.
+	idMapSize = 65536
+)
+
+// openFilesLimit is every agent process's limit on open files (soft and
+// hard): plenty for a server, and bounded, as cgroups do not bound it.
+const openFilesLimit = 4096
+
+// identity is how a sandbox's processes are mapped to host users.
+type identity struct {
+	// userns says whether the sandbox gets a user namespace.
+	userns bool
+	// hostBase is the host id of the sandbox's root (with userns) and the
+	// base of the agent's host id (always).
+	hostBase uint32
+}
+
+// agent returns the uid (= gid) the agent runs as, as seen inside the
+// sandbox.
+func (id identity) agent() uint32 {
+	if id.userns {
+		return agentID
+	}
+	return id.hostBase + agentID
+}
+
+// agentOnHost returns the uid (= gid) the agent runs as, as seen on the
+// host: the owner its writable directories need.
+func (id identity) agentOnHost() uint32 { return id.hostBase + agentID }
+
 // bundle is everything buildSpec needs to describe one sandbox.
 type bundle struct {
 	spec   sandbox.Spec   // validated
@@ -122,20 +168,31 @@ type bundle struct {
 	rootfs string         // the shared skeleton
 	system []specs.Mount  // the read-only system view
 	// upperDir and workDir are the per-sandbox overlay directories, used
-	// when spec.CodeDir is set.
+	// when spec.CodeDir is set. They must be owned by ids.agentOnHost().
 	upperDir, workDir string
 	cgroupsPath       string
 	// limitSwap sets the memory+swap limit equal to the memory limit; it is
 	// false on cgroup v1 hosts without swap accounting, where runc cannot.
 	limitSwap bool
+	ids       identity
+	// seccomp is the system call filter, shared by every sandbox of a
+	// driver; nil means none (only in tests).
+	seccomp *specs.LinuxSeccomp
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
+//
+// The agent runs as an unprivileged user (in a user namespace when ids says
+// so) with no capabilities at all, no_new_privs and Docker's default seccomp
+// profile; it cannot gain privileges by executing anything. It can write only
+// its private /tmp, /dev/shm and working directory.
 func buildSpec(b bundle) *specs.Spec {
 	s := b.spec
-	caps := defaultCapabilities()
+	agent := b.ids.agent()
 	mounts := kernelMounts()
 	mounts = append(mounts, b.system...)
+	// runc gives a tmpfs the mode of the directory it is mounted on, so the
+	// skeleton's /tmp is 1777 as this mode says.
 	mounts = append(mounts, specs.Mount{
 		Destination: "/tmp",
 		Type:        "tmpfs",
@@ -143,6 +200,9 @@ func buildSpec(b bundle) *specs.Spec {
 		Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 	})
 	if s.CodeDir != "" {
+		// The merged directory takes its owner from upperDir, which
+		// belongs to the agent: it can add files; the code's own files
+		// keep their owner and mode.
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
 			Type:        "overlay",
@@ -155,11 +215,12 @@ func buildSpec(b bundle) *specs.Spec {
 			},
 		})
 	} else {
+		id := strconv.FormatUint(uint64(agent), 10)
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
 			Type:        "tmpfs",
 			Source:      "tmpfs",
-			Options:     []string{"nosuid", "nodev", "mode=755", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
+			Options:     []string{"nosuid", "nodev", "mode=755", "uid=" + id, "gid=" + id, "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 		})
 	}
 
@@ -168,6 +229,8 @@ func buildSpec(b bundle) *specs.Spec {
 	period := uint64(cpuPeriod)
 	pids := b.limits.Pids
 	res := &specs.LinuxResources{
+		// Deny every device; the runtime allows its default ones (null,
+		// zero, full, random, urandom, tty, ptmx) on top.
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 		Memory:  &specs.LinuxMemory{Limit: &memory},
 		CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
@@ -180,56 +243,90 @@ func buildSpec(b bundle) *specs.Spec {
 		res.Memory.Swap = &swap
 	}
 
+	namespaces := []specs.LinuxNamespace{
+		// A new network namespace has only loopback, which the runtime
+		// brings up.
+		{Type: specs.PIDNamespace},
+		{Type: specs.NetworkNamespace},
+		{Type: specs.IPCNamespace},
+		{Type: specs.UTSNamespace},
+		{Type: specs.MountNamespace},
+	}
+	var uidMap, gidMap []specs.LinuxIDMapping
+	if b.ids.userns {
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.ids.hostBase, Size: idMapSize}}
+		uidMap, gidMap = m, m
+	}
+
 	return &specs.Spec{
 		Version: ociVersion,
 		Process: &specs.Process{
-			Terminal:        false,
-			User:            specs.User{UID: 0, GID: 0},
-			Args:            s.Args,
-			Env:             s.Env,
-			Cwd:             s.WorkDir,
-			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			Terminal: false,
+			User:     specs.User{UID: agent, GID: agent},
+			Args:     s.Args,
+			Env:      s.Env,
+			Cwd:      s.WorkDir,
+			// Every set empty: the runtime drops all capabilities (a
+			// nil set would leave them as they are).
+			Capabilities: &specs.LinuxCapabilities{},
+			Rlimits: []specs.POSIXRlimit{
+				{Type: "RLIMIT_NOFILE", Hard: openFilesLimit, Soft: openFilesLimit},
+				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+			},
 			NoNewPrivileges: true,
 		},
 		Root:     &specs.Root{Path: b.rootfs, Readonly: true},
 		Hostname: s.ID,
 		Mounts:   mounts,
 		Linux: &specs.Linux{
-			Resources:   res,
-			CgroupsPath: b.cgroupsPath,
-			// A new network namespace has only loopback, which the
-			// runtime brings up.
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace},
-				{Type: specs.NetworkNamespace},
-				{Type: specs.IPCNamespace},
-				{Type: specs.UTSNamespace},
-				{Type: specs.MountNamespace},
-			},
-			MaskedPaths: []string{
-				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-				"/sys/firmware", "/sys/devices/virtual/powercap",
-			},
-			ReadonlyPaths: []string{
-				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-			},
+			Resources:     res,
+			CgroupsPath:   b.cgroupsPath,
+			Namespaces:    namespaces,
+			UIDMappings:   uidMap,
+			GIDMappings:   gidMap,
+			Seccomp:       b.seccomp,
+			MaskedPaths:   maskedPaths(),
+			ReadonlyPaths: readonlyPaths(),
 		},
 	}
 }
 
-// defaultCapabilities is the capability set of `runc spec`: enough to run as
-// root in the sandbox, nothing that reaches outside it.
-func defaultCapabilities() []string {
-	return []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+// maskedPaths are hidden from the agent (bound over with /dev/null or an
+// empty read-only tmpfs): Docker's list, kernel state that leaks the host's
+// secrets or hardware.
+func maskedPaths() []string {
+	return []string{
+		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+}
+
+// readonlyPaths are read-only for the agent: Docker's list. /proc and /sys
+// are mounted read-only as a whole as well; these also hold when a runtime
+// remounts them.
+func readonlyPaths() []string {
+	return []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+}
+
+// defaultSeccomp returns Docker's default seccomp profile for a process
+// without capabilities, for this host's architecture and kernel.
+func defaultSeccomp() (*specs.LinuxSeccomp, error) {
+	// The profile allows some system calls only to processes holding a
+	// capability: it looks at the bounding set, which is empty here.
+	p, err := seccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}})
+	if err != nil {
+		return nil, fmt.Errorf("default seccomp profile: %w", err)
+	}
+	return p, nil
 }
 
 // kernelMounts are the /proc, /dev and /sys of every sandbox, as in
-// `runc spec` (without the host's cgroup tree).
+// `runc spec` (without the host's cgroup tree), with /proc read-only too.
 func kernelMounts() []specs.Mount {
 	return []specs.Mount{
-		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},

@@ -1,6 +1,7 @@
 package runc
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,6 +102,8 @@ func TestBuildSpec(t *testing.T) {
 		workDir:     "/state/sandboxes/s1/work",
 		cgroupsPath: "/berth/s1",
 		limitSwap:   true,
+		ids:         identity{userns: true, hostBase: 1 << 20},
+		seccomp:     &specs.LinuxSeccomp{DefaultAction: specs.ActErrno},
 	}
 	tests := []struct {
 		name  string
@@ -118,6 +121,15 @@ func TestBuildSpec(t *testing.T) {
 			m := mountAt(t, s, "/app")
 			if m.Type != "tmpfs" || !slices.Contains(m.Options, "size=8388608") {
 				t.Errorf("workdir mount = %+v, want a tmpfs of 8 MiB", m)
+			}
+			if !slices.Contains(m.Options, "uid=1000") || !slices.Contains(m.Options, "gid=1000") {
+				t.Errorf("workdir mount = %+v, want it owned by the agent (1000)", m)
+			}
+		}},
+		{"no code dir and no user namespace", func(b *bundle) { b.spec.CodeDir = ""; b.ids.userns = false }, func(t *testing.T, s *specs.Spec) {
+			m := mountAt(t, s, "/app")
+			if !slices.Contains(m.Options, "uid=1049576") || !slices.Contains(m.Options, "gid=1049576") {
+				t.Errorf("workdir mount = %+v, want it owned by the agent's host id 1049576", m)
 			}
 		}},
 		{"tmp is a private tmpfs of the limit's size", nil, func(t *testing.T, s *specs.Spec) {
@@ -151,16 +163,49 @@ func TestBuildSpec(t *testing.T) {
 		}},
 		{"process", nil, func(t *testing.T, s *specs.Spec) {
 			p := s.Process
-			if p.Terminal || !p.NoNewPrivileges || p.Cwd != "/app" || p.User.UID != 0 {
+			if p.Terminal || !p.NoNewPrivileges || p.Cwd != "/app" {
 				t.Errorf("process = %+v", p)
 			}
 			if !slices.Equal(p.Args, []string{"/app/agent", "-v"}) || !slices.Equal(p.Env, []string{"PATH=/usr/bin", "A=b"}) {
 				t.Errorf("args = %v, env = %v", p.Args, p.Env)
 			}
-			for _, c := range []string{"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"} {
-				if slices.Contains(p.Capabilities.Bounding, c) || slices.Contains(p.Capabilities.Effective, c) {
-					t.Errorf("capabilities include %s", c)
+			c := p.Capabilities
+			if c == nil || len(c.Bounding)+len(c.Effective)+len(c.Permitted)+len(c.Inheritable)+len(c.Ambient) != 0 {
+				t.Errorf("capabilities = %+v, want every set present and empty", c)
+			}
+			want := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4096, Soft: 4096}, {Type: "RLIMIT_CORE", Hard: 0, Soft: 0}}
+			if !slices.Equal(p.Rlimits, want) {
+				t.Errorf("rlimits = %v, want %v", p.Rlimits, want)
+			}
+		}},
+		{"user namespace", nil, func(t *testing.T, s *specs.Spec) {
+			if u := s.Process.User; u.UID != 1000 || u.GID != 1000 || len(u.AdditionalGids) != 0 {
+				t.Errorf("user = %+v, want 1000:1000", u)
+			}
+			if !slices.Contains(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace}) {
+				t.Errorf("namespaces %v lack a user namespace", s.Linux.Namespaces)
+			}
+			want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1 << 20, Size: 65536}}
+			if !slices.Equal(s.Linux.UIDMappings, want) || !slices.Equal(s.Linux.GIDMappings, want) {
+				t.Errorf("id mappings = %v, %v, want %v", s.Linux.UIDMappings, s.Linux.GIDMappings, want)
+			}
+		}},
+		{"no user namespace", func(b *bundle) { b.ids.userns = false }, func(t *testing.T, s *specs.Spec) {
+			if u := s.Process.User; u.UID != 1<<20+1000 || u.GID != 1<<20+1000 {
+				t.Errorf("user = %+v, want the agent's host id %d", u, 1<<20+1000)
+			}
+			for _, ns := range s.Linux.Namespaces {
+				if ns.Type == specs.UserNamespace {
+					t.Errorf("a user namespace")
 				}
+			}
+			if len(s.Linux.UIDMappings)+len(s.Linux.GIDMappings) != 0 {
+				t.Errorf("id mappings without a user namespace")
+			}
+		}},
+		{"seccomp", nil, func(t *testing.T, s *specs.Spec) {
+			if s.Linux.Seccomp != base.seccomp {
+				t.Errorf("seccomp = %+v, want the driver's", s.Linux.Seccomp)
 			}
 		}},
 		{"isolation", nil, func(t *testing.T, s *specs.Spec) {
@@ -182,8 +227,18 @@ func TestBuildSpec(t *testing.T) {
 			if s.Hostname != "s1" {
 				t.Errorf("hostname = %q, want the id", s.Hostname)
 			}
-			if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
-				t.Errorf("masked %v, read-only %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
+			for _, p := range []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"} {
+				if !slices.Contains(s.Linux.MaskedPaths, p) {
+					t.Errorf("masked paths %v lack %s", s.Linux.MaskedPaths, p)
+				}
+			}
+			for _, p := range []string{"/proc/sys", "/proc/sysrq-trigger"} {
+				if !slices.Contains(s.Linux.ReadonlyPaths, p) {
+					t.Errorf("read-only paths %v lack %s", s.Linux.ReadonlyPaths, p)
+				}
+			}
+			if len(s.Linux.Devices) != 0 {
+				t.Errorf("devices %v beyond the runtime's defaults", s.Linux.Devices)
 			}
 		}},
 		{"mounts", nil, func(t *testing.T, s *specs.Spec) {
@@ -203,8 +258,10 @@ func TestBuildSpec(t *testing.T) {
 			if !slices.Equal(dests, want) {
 				t.Errorf("mounts = %v, want %v", dests, want)
 			}
-			if m := mountAt(t, s, "/sys"); !slices.Contains(m.Options, "ro") {
-				t.Errorf("/sys is writable: %v", m.Options)
+			for _, dest := range []string{"/sys", "/proc"} {
+				if m := mountAt(t, s, dest); !slices.Contains(m.Options, "ro") {
+					t.Errorf("%s is writable: %v", dest, m.Options)
+				}
 			}
 		}},
 	}
@@ -255,7 +312,7 @@ func TestInspectHost(t *testing.T) {
 	}
 	wantEntries := []entry{
 		{path: "/proc", kind: kindDir}, {path: "/dev", kind: kindDir}, {path: "/sys", kind: kindDir},
-		{path: "/tmp", kind: kindDir}, {path: "/etc", kind: kindDir},
+		{path: "/tmp", kind: kindDir, sticky: true}, {path: "/etc", kind: kindDir},
 		{path: "/usr", kind: kindDir},
 		{path: "/bin", kind: kindSymlink, target: "usr/bin"},
 		{path: "/lib32", kind: kindDir},
@@ -293,8 +350,11 @@ func TestInspectHost(t *testing.T) {
 }
 
 func TestBuildSkeleton(t *testing.T) {
+	// Whatever the umask, the skeleton is world-readable.
+	defer unix.Umask(unix.Umask(0o077))
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
 	v := systemView{entries: []entry{
+		{path: "/tmp", kind: kindDir, sticky: true},
 		{path: "/usr", kind: kindDir},
 		{path: "/bin", kind: kindSymlink, target: "usr/bin"},
 		{path: "/etc/ssl", kind: kindDir},
@@ -303,9 +363,13 @@ func TestBuildSkeleton(t *testing.T) {
 	if err := v.build(rootfs); err != nil {
 		t.Fatal(err)
 	}
-	// The host changed: /bin is now a directory, /usr a symlink.
-	v.entries[0] = entry{path: "/usr", kind: kindSymlink, target: "opt/usr"}
-	v.entries[1] = entry{path: "/bin", kind: kindDir}
+	// The host changed: /bin is now a directory, /usr a symlink; someone
+	// changed /tmp's mode.
+	v.entries[1] = entry{path: "/usr", kind: kindSymlink, target: "opt/usr"}
+	v.entries[2] = entry{path: "/bin", kind: kindDir}
+	if err := os.Chmod(filepath.Join(rootfs, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := v.build(rootfs); err != nil {
 		t.Fatal(err)
 	}
@@ -316,15 +380,20 @@ func TestBuildSkeleton(t *testing.T) {
 		path string
 		mode os.FileMode
 	}{
-		{"usr", os.ModeSymlink}, {"bin", os.ModeDir}, {"etc/ssl", os.ModeDir}, {"etc/passwd", 0},
+		{"usr", os.ModeSymlink}, {"bin", os.ModeDir | 0o755}, {"etc", os.ModeDir | 0o755}, {"etc/ssl", os.ModeDir | 0o755},
+		{"etc/passwd", 0o644}, {"tmp", os.ModeDir | os.ModeSticky | 0o777}, {".", os.ModeDir | 0o755},
 	}
 	for _, c := range checks {
 		fi, err := os.Lstat(filepath.Join(rootfs, c.path))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Mode().Type() != c.mode {
-			t.Errorf("%s has type %v, want %v", c.path, fi.Mode().Type(), c.mode)
+		got := fi.Mode() &^ fs.ModePerm
+		if c.mode.Type() != os.ModeSymlink {
+			got = fi.Mode()
+		}
+		if got != c.mode {
+			t.Errorf("%s has mode %v, want %v", c.path, got, c.mode)
 		}
 	}
 	if target, _ := os.Readlink(filepath.Join(rootfs, "usr")); target != "opt/usr" {

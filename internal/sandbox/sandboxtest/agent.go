@@ -2,16 +2,19 @@ package sandboxtest
 
 import (
 	"context"
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +22,15 @@ import (
 	"github.com/berthrun/berth/internal/sandbox"
 )
 
-//go:embed testdata/agent/main.go
-var agentSource []byte
+//go:embed testdata/agent/*.go
+var agentSource embed.FS
 
-// AgentPort is the port the test agent listens on, on every address.
+// AgentPort is the port the test agent listens on, on every address, unless
+// the driver sets PORT in its environment.
 const AgentPort = 8080
 
-// agentAddr is where the agent is dialled inside its sandbox.
+// agentAddr is where the agent is dialled inside its sandbox (a driver that
+// sets PORT dials that port instead).
 const agentAddr = "127.0.0.1:8080"
 
 // BuildAgent compiles the test agent, a static Go HTTP server, and returns a
@@ -35,14 +40,11 @@ const agentAddr = "127.0.0.1:8080"
 func BuildAgent(tb testing.TB) string {
 	tb.Helper()
 	src := tb.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module sandboxtestagent\n\ngo 1.22\n"), 0o644); err != nil {
-		tb.Fatal(err)
+	if err := writeAgentModule(src); err != nil {
+		tb.Fatalf("build the test agent: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), agentSource, 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	code := tb.TempDir()
 	// The sandbox's root may read the directory but need not own it.
+	code := TempDir(tb)
 	if err := os.Chmod(code, 0o755); err != nil {
 		tb.Fatal(err)
 	}
@@ -55,10 +57,49 @@ func BuildAgent(tb testing.TB) string {
 	return code
 }
 
+// writeAgentModule writes the test agent's source to dir as a module of its
+// own. Its attacks use golang.org/x/sys, at the version (and checksums) of
+// the module that runs the test, so that the build needs no download.
+func writeAgentModule(dir string) error {
+	cmd := exec.Command("go", "mod", "download", "-json", "golang.org/x/sys")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("find golang.org/x/sys: %w", err)
+	}
+	var sys struct{ Version, Sum, GoModSum string }
+	if err := json.Unmarshal(out, &sys); err != nil {
+		return fmt.Errorf("find golang.org/x/sys: %w", err)
+	}
+	goVersion, _, _ := strings.Cut(strings.TrimPrefix(runtime.Version(), "go"), " ")
+	files := map[string]string{
+		"go.mod": fmt.Sprintf("module sandboxtestagent\n\ngo %s\n\nrequire golang.org/x/sys %s\n", goVersion, sys.Version),
+		"go.sum": fmt.Sprintf("golang.org/x/sys %s %s\ngolang.org/x/sys %s/go.mod %s\n", sys.Version, sys.Sum, sys.Version, sys.GoModSum),
+	}
+	sources, err := fs.Glob(agentSource, "testdata/agent/*.go")
+	if err != nil {
+		return err
+	}
+	for _, name := range sources {
+		data, err := agentSource.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		files[path.Base(name)] = string(data)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // agent is a test agent running in a sandbox.
 type agent struct {
 	sb     sandbox.Sandbox
 	client *http.Client
+	mark   string // the value of markEnv in its processes
 }
 
 // newAgent wraps sb in an HTTP client that reaches the agent through

@@ -21,25 +21,29 @@ const markEnv = "SANDBOXTEST_MARK"
 type footprint struct {
 	id      string
 	mark    string   // value of markEnv in the sandbox's processes
-	netns   string   // the agent's network namespace, "net:[inode]"
+	netns   string   // the agent's network namespace, "net:[inode]"; "" if it is the host's
 	cgroups []string // host directories of the sandbox's own cgroups
 	paths   []string // driver state the Config names
 }
 
 // capture records the footprint of the running agent a and checks that it
 // is real: the marked processes, the namespace, the cgroups and the paths
-// exist now, so that their absence later means something.
-func capture(t testing.TB, statePaths func(id string) []string, a *agent, mark string) footprint {
+// exist now, so that their absence later means something. isolated says
+// whether the sandbox has a network namespace of its own to record.
+func capture(t testing.TB, statePaths func(id string) []string, isolated bool, a *agent, mark string) footprint {
 	t.Helper()
-	f := footprint{id: a.sb.ID(), mark: mark, netns: a.ok(t, "/readlink", "path", "/proc/self/ns/net")}
-	if !strings.HasPrefix(f.netns, "net:[") {
-		t.Fatalf("sandbox %s: network namespace is %q", f.id, f.netns)
-	}
+	f := footprint{id: a.sb.ID(), mark: mark}
 	if pids := markedProcesses(mark); len(pids) == 0 {
 		t.Fatalf("sandbox %s: no host process carries %s=%s", f.id, markEnv, mark)
 	}
-	if len(namespaceHolders(f.netns, false)) == 0 {
-		t.Fatalf("sandbox %s: no host process is in %s", f.id, f.netns)
+	if isolated {
+		f.netns = a.ok(t, "/readlink", "path", "/proc/self/ns/net")
+		if !strings.HasPrefix(f.netns, "net:[") {
+			t.Fatalf("sandbox %s: network namespace is %q", f.id, f.netns)
+		}
+		if len(namespaceHolders(f.netns, false)) == 0 {
+			t.Fatalf("sandbox %s: no host process is in %s", f.id, f.netns)
+		}
 	}
 	dirs, err := cgroupDirs(a.ok(t, "/read", "path", "/proc/self/cgroup"))
 	if err != nil {
@@ -69,8 +73,10 @@ func (f footprint) assertGone(t testing.TB, ownFDs bool) {
 	if pids := markedProcesses(f.mark); len(pids) > 0 {
 		t.Errorf("sandbox %s: processes %v still run", f.id, pids)
 	}
-	if holders := namespaceHolders(f.netns, ownFDs); len(holders) > 0 {
-		t.Errorf("sandbox %s: %s is still held by %v", f.id, f.netns, holders)
+	if f.netns != "" {
+		if holders := namespaceHolders(f.netns, ownFDs); len(holders) > 0 {
+			t.Errorf("sandbox %s: %s is still held by %v", f.id, f.netns, holders)
+		}
 	}
 	for _, p := range slices.Concat(f.cgroups, f.paths) {
 		if _, err := os.Lstat(p); err == nil {

@@ -8,17 +8,27 @@
 // working directory (a copy-on-write view of the untouched CodeDir), a
 // read-only root without the host's secrets; that the memory, pids and /tmp
 // limits hold for one sandbox without touching another; that output reaches
-// the given files and an agent's exit closes Done with a reason. It also
-// inspects the host for what a sandbox leaves behind (processes, network
+// the given files and an agent's exit closes Done with a reason. Then the
+// agent attacks (attack.go): from one sandbox it tries to reach another's
+// files, processes and sockets, the host's files and Berth's, and the
+// kernel (mounts, namespaces, modules, the clock, raw sockets, privileges,
+// keyrings, bpf, ...), while bombs of memory, processes and /tmp must stay
+// in their sandbox; every attempt's outcome is asserted and Run logs them
+// all as a table. It also inspects the host for what a sandbox leaves behind (processes, network
 // namespace, cgroups, mounts, driver state) after Stop and after a crash
 // followed by Cleanup. It needs what the driver needs (typically root) plus
 // the go command.
+//
+// A driver that isolates nothing (one for local development, which runs
+// agents as plain host processes) sets Config.NoIsolation: the suite then
+// skips what concerns isolation and limits and checks the rest.
 package sandboxtest
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -35,7 +45,8 @@ import (
 // Config tells the suite how to make and inspect a driver.
 type Config struct {
 	// NewDriver returns a driver that keeps its state in stateDir, an
-	// existing empty directory the suite owns. Drivers made with the same
+	// existing empty directory the suite owns, which every user may look
+	// up (as a user namespace's root must). Drivers made with the same
 	// stateDir share their sandboxes: the suite drops one without stopping
 	// its sandboxes and expects Cleanup of a new one to remove them.
 	NewDriver func(tb testing.TB, stateDir string) sandbox.Driver
@@ -43,6 +54,14 @@ type Config struct {
 	// sandbox id while it runs. They must exist while it runs, and be gone
 	// after Stop or Cleanup. Optional.
 	StatePaths func(stateDir, id string) []string
+	// NoIsolation says the driver runs agents without isolation or limits:
+	// they share the host's network, processes, file system and hostname,
+	// and Limits are not enforced. The suite then skips the tests of
+	// isolation and limits and checks only the environment, output, exit
+	// reasons, stopping and cleanup. Such a driver must still let two
+	// agents listen side by side: it gives each its own PORT, which the
+	// test agent honours, and dials that port whatever address it is given.
+	NoIsolation bool
 }
 
 // Test agent layout inside a sandbox.
@@ -61,6 +80,7 @@ type suite struct {
 	cfg    Config
 	code   string // the code directory, shared by every sandbox
 	prefix string // makes sandbox ids unique to the run
+	report report // the attacks tried and what came of them
 }
 
 // Run runs the conformance suite against the drivers cfg makes.
@@ -69,7 +89,7 @@ func Run(t *testing.T, cfg Config) {
 	if err := os.WriteFile(filepath.Join(s.code, dataFile), []byte(dataValue), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	state := t.TempDir()
+	state := TempDir(t)
 	d := cfg.NewDriver(t, state)
 	if err := d.Cleanup(t.Context()); err != nil {
 		t.Fatalf("Cleanup of an empty state: %v", err)
@@ -89,21 +109,34 @@ func Run(t *testing.T, cfg Config) {
 
 	t.Run("TwoOnOnePort", func(t *testing.T) { s.testTwoOnOnePort(t, a, b) })
 	t.Run("Stats", func(t *testing.T) { s.testStats(t, a) })
-	t.Run("LoopbackOnly", func(t *testing.T) { s.testLoopbackOnly(t, a) })
-	t.Run("PrivateTmp", func(t *testing.T) { s.testPrivateTmp(t, a, b) })
-	t.Run("PrivateWorkDir", func(t *testing.T) { s.testPrivateWorkDir(t, a, b) })
-	t.Run("PIDNamespace", func(t *testing.T) { s.testPIDNamespace(t, a, b) })
-	t.Run("ReadOnlyRoot", func(t *testing.T) { s.testReadOnlyRoot(t, a) })
-	t.Run("HostHidden", func(t *testing.T) { s.testHostHidden(t, a, state) })
+	t.Run("LoopbackOnly", s.isolated(func(t *testing.T) { s.testLoopbackOnly(t, a) }))
+	t.Run("PrivateTmp", s.isolated(func(t *testing.T) { s.testPrivateTmp(t, a, b) }))
+	t.Run("PrivateWorkDir", s.isolated(func(t *testing.T) { s.testPrivateWorkDir(t, a, b) }))
+	t.Run("PIDNamespace", s.isolated(func(t *testing.T) { s.testPIDNamespace(t, a, b) }))
+	t.Run("ReadOnlyRoot", s.isolated(func(t *testing.T) { s.testReadOnlyRoot(t, a) }))
+	t.Run("HostHidden", s.isolated(func(t *testing.T) { s.testHostHidden(t, a, state) }))
+	t.Run("Attacks", s.isolated(func(t *testing.T) { s.testAttacks(t, a, b, state) }))
 	t.Run("BadSpecs", func(t *testing.T) { s.testBadSpecs(t, d, a) })
 	t.Run("Output", func(t *testing.T) { s.testOutput(t, d) })
-	t.Run("MemoryLimit", func(t *testing.T) { s.testMemoryLimit(t, d, a) })
-	t.Run("PidsLimit", func(t *testing.T) { s.testPidsLimit(t, d, a) })
-	t.Run("TmpLimit", func(t *testing.T) { s.testTmpLimit(t, d) })
+	t.Run("MemoryLimit", s.isolated(func(t *testing.T) { s.testMemoryLimit(t, d, a) }))
+	t.Run("PidsLimit", s.isolated(func(t *testing.T) { s.testPidsLimit(t, d, a) }))
+	t.Run("TmpLimit", s.isolated(func(t *testing.T) { s.testTmpLimit(t, d) }))
 	t.Run("ExitAtStart", func(t *testing.T) { s.testExitAtStart(t, d) })
 	t.Run("ExitLater", func(t *testing.T) { s.testExitLater(t, d) })
 	t.Run("Stop", func(t *testing.T) { s.testStop(t, d, state) })
 	t.Run("CleanupAfterCrash", func(t *testing.T) { s.testCleanupAfterCrash(t) })
+	s.report.log(t)
+}
+
+// isolated wraps a test of isolation or limits, which is skipped for a
+// driver without them.
+func (s *suite) isolated(test func(t *testing.T)) func(t *testing.T) {
+	return func(t *testing.T) {
+		if s.cfg.NoIsolation {
+			t.Skip("the driver does not isolate agents nor enforce limits (Config.NoIsolation)")
+		}
+		test(t)
+	}
 }
 
 // spec returns the spec of a test agent called name, marked with mark.
@@ -145,7 +178,9 @@ func (s *suite) start(t testing.TB, d sandbox.Driver, name string, edit func(*sa
 			t.Errorf("stop sandbox %s: %v", sb.ID(), err)
 		}
 	})
-	return newAgent(sb), mark, nil
+	a := newAgent(sb)
+	a.mark = mark
+	return a, mark, nil
 }
 
 // startFatal is start that fails the test on error. It may run on another
@@ -178,6 +213,9 @@ func (s *suite) testTwoOnOnePort(t *testing.T, a, b *agent) {
 		if code, body := ag.get(t, "/env", "key", "HOME_OF_THE_TEST"); code != http.StatusNotFound {
 			t.Errorf("sandbox %s: a variable the spec does not set is visible: %d %s", name, code, body)
 		}
+	}
+	if s.cfg.NoIsolation {
+		return
 	}
 	host, _ := os.Hostname()
 	if got := a.ok(t, "/hostname"); got == host {
@@ -231,7 +269,9 @@ func (s *suite) testPrivateTmp(t *testing.T, a, b *agent) {
 func (s *suite) testPrivateWorkDir(t *testing.T, a, b *agent) {
 	data := workDir + "/" + dataFile
 	a.ok(t, "/write", "path", workDir+"/new.txt", "data", "from a")
-	a.ok(t, "/write", "path", data, "data", "changed by a")
+	// The code's files may belong to another user than the agent's: it
+	// replaces them, as editors do, rather than write them in place.
+	a.ok(t, "/replace", "path", data, "data", "changed by a")
 	if got := a.ok(t, "/read", "path", data); got != "changed by a" {
 		t.Errorf("sandbox a reads back %q from %s", got, data)
 	}
@@ -354,12 +394,16 @@ func (s *suite) testMemoryLimit(t *testing.T, d sandbox.Driver, a *agent) {
 	}
 	reason := waitDone(t, m)
 	t.Logf("the sandbox ended: %v", reason)
+	held := true
 	if !containsFold(reason.Error(), "memory") {
 		t.Errorf("Err = %q, want it to mention memory", reason)
+		held = false
 	}
 	if got := a.ok(t, "/ping"); got != "pong" {
 		t.Errorf("sandbox a answers %q after another sandbox ran out of memory", got)
+		held = false
 	}
+	s.report.add("memory bomb: 512 MiB under a 64 MiB limit", held, fmt.Sprintf("%v; another sandbox answers", reason))
 }
 
 func (s *suite) testPidsLimit(t *testing.T, d sandbox.Driver, a *agent) {
@@ -372,16 +416,27 @@ func (s *suite) testPidsLimit(t *testing.T, d sandbox.Driver, a *agent) {
 	if got := p.ok(t, "/ping"); got != "pong" {
 		t.Errorf("the bombed sandbox answers %q afterwards", got)
 	}
-	if started, errText := a.fork(t, 20); started != 20 || errText != "" {
-		t.Errorf("another sandbox started %d of 20 processes (%s) next to the bomb", started, errText)
+	other, otherErr := a.fork(t, 20)
+	if other != 20 || otherErr != "" {
+		t.Errorf("another sandbox started %d of 20 processes (%s) next to the bomb", other, otherErr)
 	}
+	s.report.add("fork bomb: 1000 processes under a limit of 48", started < 1000 && other == 20,
+		fmt.Sprintf("stopped after %d (%s); it still answers; another sandbox forks %d of 20", started, lastPart(errText), other))
 }
 
 func (s *suite) testTmpLimit(t *testing.T, d sandbox.Driver) {
 	tmp, _ := s.startReady(t, d, "tmp", func(sp *sandbox.Spec) { sp.Limits.TmpBytes = 4 << 20 })
-	code, body := tmp.get(t, "/fill", "path", "/tmp/big", "mb", "16")
-	if code == http.StatusOK || !containsFold(body, "no space left") {
-		t.Errorf("writing 16 MiB to a 4 MiB /tmp: %d %s, want no space left", code, body)
+	for _, fill := range []struct{ path, mb, what string }{
+		{"/tmp/big", "16", "fill /tmp: 16 MiB into its 4 MiB"},
+		// /dev/shm is a tmpfs of the runtime's default size (64 MiB).
+		{"/dev/shm/big", "80", "fill /dev/shm: 80 MiB"},
+	} {
+		code, body := tmp.get(t, "/fill", "path", fill.path, "mb", fill.mb)
+		held := code != http.StatusOK && containsFold(body, "no space left")
+		if !held {
+			t.Errorf("writing %s MiB to %s: %d %s, want no space left", fill.mb, fill.path, code, body)
+		}
+		s.report.add(fill.what, held, "stopped: "+lastPart(strings.TrimSpace(body)))
 	}
 	tmp.ok(t, "/fill", "path", "/tmp/small", "mb", "1")
 }
@@ -419,7 +474,7 @@ func (s *suite) testStop(t *testing.T, d sandbox.Driver, state string) {
 	x, mark := s.startReady(t, d, "stop", nil)
 	// A child process too: it must die with the agent.
 	x.ok(t, "/spawn")
-	fp := capture(t, s.statePaths(state), x, mark)
+	fp := capture(t, s.statePaths(state), !s.cfg.NoIsolation, x, mark)
 	if pids := markedProcesses(mark); len(pids) < 2 {
 		t.Fatalf("the sandbox runs processes %v, want the agent and its child", pids)
 	}
@@ -445,10 +500,10 @@ func (s *suite) testStop(t *testing.T, d sandbox.Driver, state string) {
 }
 
 func (s *suite) testCleanupAfterCrash(t *testing.T) {
-	state := t.TempDir()
+	state := TempDir(t)
 	old := s.cfg.NewDriver(t, state)
 	x, mark := s.startReady(t, old, "crash", nil)
-	fp := capture(t, s.statePaths(state), x, mark)
+	fp := capture(t, s.statePaths(state), !s.cfg.NoIsolation, x, mark)
 
 	// The old driver is dropped without Stop, as if Berth had crashed.
 	d := s.cfg.NewDriver(t, state)
@@ -491,6 +546,27 @@ func waitDone(t testing.TB, a *agent) error {
 		t.Fatalf("sandbox %s: Err is nil after Done", a.sb.ID())
 	}
 	return err
+}
+
+// TempDir returns a new directory, removed when the test ends, that every
+// user may look up but only root may list: as a state directory it lets
+// drivers use user namespaces, whose root must reach the sandbox's files by
+// their paths. (testing.TB.TempDir's are private to root.)
+func TempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "sandboxtest-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Error(err)
+		}
+	})
+	if err := os.Chmod(dir, 0o711); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
 }
 
 // randomHex returns n random bytes in hex.

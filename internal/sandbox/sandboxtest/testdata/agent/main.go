@@ -1,5 +1,7 @@
 // Command agent is the test agent of the sandbox conformance suite: an HTTP
-// server on 0.0.0.0:8080 whose endpoints probe the sandbox it runs in.
+// server on 0.0.0.0:$PORT (8080 when PORT is unset, as in an isolating
+// sandbox) whose endpoints probe the sandbox it runs in and, under /attack
+// (attack.go), try to escape it.
 //
 // It prints one line to standard output and one to standard error at start,
 // and exits at once with status $AGENT_EXIT when that is set.
@@ -26,6 +28,10 @@ func main() {
 		return
 	}
 	name := os.Getenv("AGENT_NAME")
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
 	fmt.Fprintf(os.Stdout, "agent %s: hello on stdout\n", name)
 	fmt.Fprintf(os.Stderr, "agent %s: hello on stderr\n", name)
 	if code := os.Getenv("AGENT_EXIT"); code != "" {
@@ -57,6 +63,15 @@ func main() {
 	})
 	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, "ok", os.WriteFile(r.FormValue("path"), []byte(r.FormValue("data")), 0o644))
+	})
+	mux.HandleFunc("/replace", func(w http.ResponseWriter, r *http.Request) {
+		// As editors do: write a new file and rename it over the old.
+		p := r.FormValue("path")
+		err := os.WriteFile(p+".new", []byte(r.FormValue("data")), 0o644)
+		if err == nil {
+			err = os.Rename(p+".new", p)
+		}
+		reply(w, "ok", err)
 	})
 	mux.HandleFunc("/stat", func(w http.ResponseWriter, r *http.Request) {
 		_, err := os.Lstat(r.FormValue("path"))
@@ -95,7 +110,7 @@ func main() {
 	})
 	mux.HandleFunc("/self", func(w http.ResponseWriter, r *http.Request) {
 		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get("http://127.0.0.1:8080/ping")
+		resp, err := c.Get("http://127.0.0.1:" + port + "/ping")
 		if err != nil {
 			reply(w, "", err)
 			return
@@ -146,7 +161,13 @@ func main() {
 			os.Exit(code)
 		}()
 	})
-	if err := http.ListenAndServe("0.0.0.0:8080", mux); err != nil {
+	mux.HandleFunc("/attack", attackHandler)
+	mux.HandleFunc("/scan-pids", scanPIDs)
+	mux.HandleFunc("/find", find)
+	mux.HandleFunc("/listen-unix", listenUnix)
+	mux.HandleFunc("/dial-unix", dialUnix)
+	mux.HandleFunc("/peer", peer)
+	if err := http.ListenAndServe("0.0.0.0:"+port, mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
