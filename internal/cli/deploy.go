@@ -218,51 +218,9 @@ func (s *remote) deploy(ctx context.Context, o deployOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := p.Validate(); err != nil {
-		return &Error{Code: ExitUsage, Err: err, Hint: "Fix agentcore/agentcore.json and run berth deploy again."}
-	}
-	specs := p.Spec.Runtimes
-	if o.name != "" {
-		r, err := p.Runtime(o.name)
-		if err != nil {
-			return err
-		}
-		specs = []RuntimeSpec{*r}
-	}
-	if len(specs) == 0 {
-		_, err := p.Runtime("")
-		return err
-	}
-	st, err := p.LoadDeployedState()
+	results, err := s.deployProject(ctx, p, o)
 	if err != nil {
 		return err
-	}
-	res, err := st.Resources(o.target)
-	if err != nil {
-		return err
-	}
-	if err := s.berth.Health(ctx); err != nil {
-		return serverError(s.Settings, "deploy", err)
-	}
-	s.out.notef("Deploying project %s to %s (target %s)\n", p.Spec.Name, s.Server.Value, o.target)
-	var results []*deployResult
-	for i := range specs {
-		d := &deployer{remote: s, project: p, spec: &specs[i], state: st, res: &res, opts: o}
-		r, err := d.run(ctx)
-		if r != nil {
-			results = append(results, r)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if o.name == "" {
-		for _, name := range sortedKeys(res.Runtimes) {
-			if !slices.ContainsFunc(p.Spec.Runtimes, func(r RuntimeSpec) bool { return r.Name == name }) {
-				s.out.warnf("runtime %s is deployed (%s) but no longer in agentcore.json; `berth destroy` removes it\n",
-					name, res.Runtimes[name].RuntimeID)
-			}
-		}
 	}
 	if s.out.json {
 		return s.out.printJSON(map[string]any{"project": p.Spec.Name, "target": o.target, "runtimes": results})
@@ -286,6 +244,58 @@ func (s *remote) deploy(ctx context.Context, o deployOptions) error {
 		s.out.printf("\n")
 	}
 	return nil
+}
+
+// deployProject deploys the project's runtimes (the one o names, or all)
+// and returns what it did for each.
+func (s *remote) deployProject(ctx context.Context, p *Project, o deployOptions) ([]*deployResult, error) {
+	if err := p.Validate(); err != nil {
+		return nil, &Error{Code: ExitUsage, Err: err, Hint: "Fix agentcore/agentcore.json and run berth deploy again."}
+	}
+	specs := p.Spec.Runtimes
+	if o.name != "" {
+		r, err := p.Runtime(o.name)
+		if err != nil {
+			return nil, err
+		}
+		specs = []RuntimeSpec{*r}
+	}
+	if len(specs) == 0 {
+		_, err := p.Runtime("")
+		return nil, err
+	}
+	st, err := p.LoadDeployedState()
+	if err != nil {
+		return nil, err
+	}
+	res, err := st.Resources(o.target)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.berth.Health(ctx); err != nil {
+		return nil, serverError(s.Settings, "deploy", err)
+	}
+	s.out.notef("Deploying project %s to %s (target %s)\n", p.Spec.Name, s.Server.Value, o.target)
+	var results []*deployResult
+	for i := range specs {
+		d := &deployer{remote: s, project: p, spec: &specs[i], state: st, res: &res, opts: o}
+		r, err := d.run(ctx)
+		if r != nil {
+			results = append(results, r)
+		}
+		if err != nil {
+			return results, err
+		}
+	}
+	if o.name == "" {
+		for _, name := range sortedKeys(res.Runtimes) {
+			if !slices.ContainsFunc(p.Spec.Runtimes, func(r RuntimeSpec) bool { return r.Name == name }) {
+				s.out.warnf("runtime %s is deployed (%s) but no longer in agentcore.json; `berth destroy` removes it\n",
+					name, res.Runtimes[name].RuntimeID)
+			}
+		}
+	}
+	return results, nil
 }
 
 // deployer deploys one runtime of a project.

@@ -38,10 +38,12 @@ const (
 )
 
 type devOptions struct {
-	runtime string
-	port    int
-	detach  bool
-	stop    bool
+	runtime     string
+	port        int
+	consolePort int // 0: the agent's port + 1 if free, else any free one
+	noConsole   bool
+	detach      bool
+	stop        bool
 	// child marks the background process --detach starts.
 	child bool
 }
@@ -57,6 +59,13 @@ LOCAL_DEV=1, the runtime's envVars and agentcore/.env.local), restart it when
 a file under its code location changes, and say where to reach it once
 GET /ping answers. Ctrl-C stops the agent and everything it started.
 
+It also serves the web console (and Berth's whole API) on a second local
+port: an in-process Berth to which the runtime is deployed as berth deploy
+would, again on every change (ending the sessions of the older version, so
+that the next call runs the new code). Its sessions run as plain processes
+too, without isolation or limits; its data is in agentcore/.cli/dev-berth.
+--no-console leaves it out.
+
 Python agents run with .venv/bin/python if the code location has one, else
 the host's python; JavaScript with node; Go projects are built with go build
 and rebuilt on every change.
@@ -64,7 +73,7 @@ and rebuilt on every change.
 --detach runs it in the background with its output in agentcore/.cli/dev.log;
 berth dev --stop stops it.`,
 		Example: `  berth dev
-  berth dev --port 9000
+  berth dev --port 9000 --console-port 9100
   berth dev --detach && curl -s localhost:8080/ping && berth dev --stop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -74,6 +83,9 @@ berth dev --stop stops it.`,
 			}
 			if o.port < 1 || o.port > 65535 {
 				return usageError("--port %d is not a TCP port", o.port)
+			}
+			if o.noConsole && cmd.Flags().Changed("console-port") {
+				return usageError("--console-port and --no-console do not go together")
 			}
 			p, err := findProject()
 			if err != nil {
@@ -90,7 +102,12 @@ berth dev --stop stops it.`,
 			if err != nil {
 				return err
 			}
-			d := &devRunner{out: out, project: p, spec: spec, port: o.port, region: s.Region.Value, child: o.child}
+			d := &devRunner{out: out, project: p, spec: spec, port: o.port, region: s.Region.Value, child: o.child, settings: s}
+			if !o.noConsole {
+				if d.consolePort, err = pickConsolePort(o.consolePort, o.port); err != nil {
+					return err
+				}
+			}
 			return d.run(cmd.Context())
 		},
 	}
@@ -98,6 +115,8 @@ berth dev --stop stops it.`,
 	f.StringVarP(&o.runtime, "runtime", "r", "", "runtime name in agentcore.json (default: the project's only runtime)")
 	cmd.RegisterFlagCompletionFunc("runtime", completeRuntimes)
 	f.IntVarP(&o.port, "port", "p", 8080, "local port the agent listens on")
+	f.IntVar(&o.consolePort, "console-port", 0, "local port of the web console and its Berth API (default: --port + 1 if free, else any free port)")
+	f.BoolVar(&o.noConsole, "no-console", false, "do not serve the web console")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background, output in "+devLogFile)
 	f.BoolVar(&o.stop, "stop", false, "stop the agent a --detach run started")
 	f.BoolVar(&o.child, "detached-child", false, "")
@@ -115,6 +134,15 @@ type devRunner struct {
 	region  string
 	child   bool
 	hinted  bool // the curl example was shown
+
+	// settings are the client's, for the console's deployments.
+	settings Settings
+	// consolePort is where the console is served; 0 for none.
+	consolePort int
+	// consoleURL is the console's, once it is served; consoleShown says
+	// it was printed.
+	consoleURL   string
+	consoleShown bool
 }
 
 func (d *devRunner) logf(format string, args ...any) {
@@ -153,10 +181,26 @@ func (d *devRunner) run(ctx context.Context) error {
 	changes := make(chan string)
 	go debounce(ctx, watcher, dir, ignore, changes)
 
+	var console *devConsole
+	if d.consolePort != 0 {
+		local, err := d.localEnvironment()
+		if err != nil {
+			return err
+		}
+		if console, err = d.startConsole(ctx, d.consolePort, local); err != nil {
+			return err
+		}
+		defer console.close()
+		d.consoleURL = console.consoleURL()
+	}
+
 	reason := ""
 	for {
 		if reason != "" {
 			d.logf("%s changed: restarting", reason)
+			if console != nil {
+				console.changed()
+			}
 		}
 		agent, err := d.start(ctx, dir, env)
 		if err != nil {
@@ -165,6 +209,7 @@ func (d *devRunner) run(ctx context.Context) error {
 			}
 			d.logf("%v", err)
 			d.logf("waiting for a change to %s", d.spec.CodeLocation)
+			d.showConsole()
 		}
 		reason, err = d.supervise(ctx, agent, changes)
 		if err != nil || reason == "" {
@@ -208,6 +253,7 @@ func (d *devRunner) supervise(ctx context.Context, agent *devProcess, changes <-
 				continue
 			}
 			d.logf("%s ready at %s/invocations (GET /ping answers; Ctrl-C stops it)", d.spec.Name, d.url())
+			d.showConsole()
 			if !d.child && !d.hinted {
 				d.logf(`try:  curl -s %s/invocations -d '{"prompt": "Hello"}'`, d.url())
 				d.hinted = true
@@ -215,8 +261,18 @@ func (d *devRunner) supervise(ctx context.Context, agent *devProcess, changes <-
 		case <-exited:
 			exited = nil
 			d.logf("the agent exited (%v): waiting for a change to %s", agent.err, d.spec.CodeLocation)
+			d.showConsole()
 		}
 	}
+}
+
+// showConsole says where the console is, the first time it is called.
+func (d *devRunner) showConsole() {
+	if d.consoleURL == "" || d.consoleShown {
+		return
+	}
+	d.logf("Console: %s  (the agent deployed to a local Berth, whose sessions run as plain processes)", d.consoleURL)
+	d.consoleShown = true
 }
 
 // start starts the agent, building it first if it is Go.
@@ -257,20 +313,31 @@ func (d *devRunner) start(ctx context.Context, dir string, env []string) (*devPr
 }
 
 // environment is the agent's environment: this process's, then the
-// contract's, the runtime's envVars and agentcore/.env.local.
+// contract's, the runtime's envVars and the local additions.
 func (d *devRunner) environment() ([]string, error) {
 	env := append(os.Environ(),
-		"PORT="+strconv.Itoa(d.port), "DOCKER_CONTAINER=1", "LOCAL_DEV=1",
+		"PORT="+strconv.Itoa(d.port), "DOCKER_CONTAINER=1",
 		"AWS_REGION="+d.region, "AWS_DEFAULT_REGION="+d.region,
 		"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
 	for _, e := range d.spec.EnvVars {
 		env = append(env, e.Name+"="+e.Value)
 	}
-	local, err := readEnvFile(filepath.Join(d.project.Dir, envLocalFile))
+	local, err := d.localEnvironment()
 	if err != nil {
 		return nil, err
 	}
 	return append(env, local...), nil
+}
+
+// localEnvironment is what a local run adds to the deployed environment,
+// for the agent berth dev runs and the console's sessions alike:
+// LOCAL_DEV=1 and agentcore/.env.local.
+func (d *devRunner) localEnvironment() ([]string, error) {
+	local, err := readEnvFile(filepath.Join(d.project.Dir, envLocalFile))
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{"LOCAL_DEV=1"}, local...), nil
 }
 
 // readEnvFile reads NAME=value lines; a missing file is empty.
@@ -493,6 +560,17 @@ func startDetached(ctx context.Context, out *output, p *Project, o devOptions, s
 	if err := checkPortFree(o.port); err != nil {
 		return err
 	}
+	consolePort := 0
+	if !o.noConsole {
+		var err error
+		if consolePort, err = pickConsolePort(o.consolePort, o.port); err != nil {
+			return err
+		}
+		if !loopbackPortFree(consolePort) {
+			return fail(ExitError, "Choose another with --console-port, or run without the console: --no-console.",
+				"console port %d is in use", consolePort)
+		}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -509,6 +587,11 @@ func startDetached(ctx context.Context, out *output, p *Project, o devOptions, s
 	args := []string{"dev", "--detached-child", "--port", strconv.Itoa(o.port), "--region", s.Region.Value}
 	if o.runtime != "" {
 		args = append(args, "--runtime", o.runtime)
+	}
+	if consolePort != 0 {
+		args = append(args, "--console-port", strconv.Itoa(consolePort))
+	} else {
+		args = append(args, "--no-console")
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = p.Dir, logf, logf
@@ -533,11 +616,27 @@ func startDetached(ctx context.Context, out *output, p *Project, o devOptions, s
 		tail, _ := os.ReadFile(logPath)
 		return fail(ExitAgentFailed, "Its log ("+logPath+"):\n"+lastLines(string(tail), 20), "the agent did not start: %v", err)
 	}
-	if out.json {
-		return out.printJSON(map[string]any{"url": url + "/invocations", "pid": cmd.Process.Pid, "log": logPath, "pidFile": pidPath})
+	consoleURL := ""
+	if consolePort != 0 {
+		base := fmt.Sprintf("http://127.0.0.1:%d", consolePort)
+		if err := waitConsole(ctx, s, base, exited, 30*time.Second); err != nil {
+			tail, _ := os.ReadFile(logPath)
+			return fail(ExitError, "Its log ("+logPath+"):\n"+lastLines(string(tail), 20)+"\nStop it with:  berth dev --stop", "%v", err)
+		}
+		consoleURL = base + "/console/"
 	}
-	out.printf("Agent running in the background: %s/invocations\n  log:  %s\n  pid:  %d (%s)\n  stop: berth dev --stop\n",
-		url, logPath, cmd.Process.Pid, pidPath)
+	if out.json {
+		res := map[string]any{"url": url + "/invocations", "pid": cmd.Process.Pid, "log": logPath, "pidFile": pidPath}
+		if consoleURL != "" {
+			res["console"] = consoleURL
+		}
+		return out.printJSON(res)
+	}
+	out.printf("Agent running in the background: %s/invocations\n", url)
+	if consoleURL != "" {
+		out.printf("  Console: %s\n", consoleURL)
+	}
+	out.printf("  log:  %s\n  pid:  %d (%s)\n  stop: berth dev --stop\n", logPath, cmd.Process.Pid, pidPath)
 	return nil
 }
 
