@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,13 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/berthrun/berth/internal/cli"
 )
 
 // Headers of the AgentCore data plane.
@@ -105,11 +103,11 @@ func (r agentRuntime) invocations() string {
 // deploy uploads the agent's code and creates a runtime named name running
 // it with env, and waits until it is ready.
 func (c *client) deploy(ctx context.Context, a agentDef, name string, env map[string]string) (agentRuntime, error) {
-	bundle, err := zipDir(a.dir)
+	bundle, err := cli.PackDir(a.dir)
 	if err != nil {
 		return agentRuntime{}, fmt.Errorf("zip %s: %w", a.dir, err)
 	}
-	resp, err := c.do(ctx, http.MethodPut, "/berth/v1/code/bench/"+name+".zip", bytes.NewReader(bundle), nil)
+	resp, err := c.do(ctx, http.MethodPut, "/berth/v1/code/bench/"+name+".zip", bytes.NewReader(bundle.Zip), nil)
 	if err != nil {
 		return agentRuntime{}, fmt.Errorf("upload %s: %w", name, err)
 	}
@@ -259,45 +257,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// zipDir returns a zip of the files under dir, as a code bundle.
-func zipDir(dir string) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := zip.FileInfoHeader(info)
-		if err != nil {
-			return err
-		}
-		if hdr.Name, err = filepath.Rel(dir, path); err != nil {
-			return err
-		}
-		hdr.Method = zip.Deflate
-		w, err := zw.CreateHeader(hdr)
-		if err != nil {
-			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(w, f)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

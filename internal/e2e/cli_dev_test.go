@@ -66,22 +66,6 @@ func pingOK(port int) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// processesIn lists the processes whose working directory is dir.
-func processesIn(dir string) []string {
-	var out []string
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd")); err == nil && cwd == dir {
-			cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-			out = append(out, p.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-		}
-	}
-	return out
-}
-
 // TestCLIDev runs `berth dev` on a new project: it answers /ping and
 // /invocations, restarts when the code changes, and on Ctrl-C stops the
 // agent and everything the agent started; --detach and --stop do the same
@@ -99,23 +83,7 @@ func TestCLIDev(t *testing.T) {
 	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \"3217\"])\n")
 
 	port := freePort(t)
-	cmd := exec.Command(c.bin, "dev", "--port", strconv.Itoa(port))
-	cmd.Dir, cmd.Env = project, c.env
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("berth dev stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-	}()
+	cmd, stderr, exited := startDev(t, c, project, port)
 
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/invocations"
 	waitFor(t, 30*time.Second, "berth dev to say the agent is ready", func() bool { return strings.Contains(stderr.String(), url) })
@@ -135,13 +103,13 @@ func TestCLIDev(t *testing.T) {
 	}
 	// The first agent's child went with it: one is left, the new agent's.
 	children := 0
-	for _, p := range processesIn(code) {
+	for _, p := range processesUnder(code) {
 		if strings.Contains(p, "sleep 3217") {
 			children++
 		}
 	}
 	if children != 1 {
-		t.Errorf("%d of the agents' children run after a restart, want 1: %q", children, processesIn(code))
+		t.Errorf("%d of the agents' children run after a restart, want 1: %q", children, processesUnder(code))
 	}
 
 	// Ctrl-C: everything goes.
@@ -157,7 +125,7 @@ func TestCLIDev(t *testing.T) {
 	if pingOK(port) {
 		t.Error("the agent still answers after Ctrl-C")
 	}
-	if left := processesIn(code); len(left) > 0 {
+	if left := processesUnder(code); len(left) > 0 {
 		t.Errorf("processes left after Ctrl-C: %q", left)
 	}
 
@@ -175,7 +143,7 @@ func TestCLIDev(t *testing.T) {
 	if pingOK(port) {
 		t.Error("the detached agent still answers after --stop")
 	}
-	if left := processesIn(code); len(left) > 0 {
+	if left := processesUnder(code); len(left) > 0 {
 		t.Errorf("processes left after --stop: %q", left)
 	}
 	if log, _ := os.ReadFile(logFile); !strings.Contains(string(log), "turn 1: bg") {
@@ -190,4 +158,31 @@ func TestCLIDev(t *testing.T) {
 	}
 	defer ln.Close()
 	c.fails(project, 1, []string{"port " + strconv.Itoa(port) + " is in use", "--port"}, "dev", "--port", strconv.Itoa(port))
+}
+
+// startDev runs `berth dev --port port` in project and returns it, its
+// stderr, and a channel that yields its exit; the command is killed, and its
+// output logged on failure, when the test ends.
+func startDev(t *testing.T, c *cli, project string, port int) (cmd *exec.Cmd, stderr *syncBuffer, exited chan error) {
+	t.Helper()
+	cmd = exec.Command(c.bin, "dev", "--port", strconv.Itoa(port))
+	cmd.Dir, cmd.Env = project, c.env
+	stdout := &syncBuffer{}
+	stderr = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("berth dev stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+	})
+	return cmd, stderr, exited
 }

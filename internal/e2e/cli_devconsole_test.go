@@ -71,23 +71,7 @@ func TestCLIDevConsole(t *testing.T) {
 	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \"3219\"])\n")
 
 	port := freePort(t)
-	cmd := exec.Command(c.bin, "dev", "--port", strconv.Itoa(port))
-	cmd.Dir, cmd.Env = project, c.env
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("berth dev stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-	}()
+	cmd, stderr, exited := startDev(t, c, project, port)
 
 	waitFor(t, 30*time.Second, "berth dev to print the console's URL", func() bool { return consoleLine.MatchString(stderr.String()) })
 	m := consoleLine.FindStringSubmatch(stderr.String())
