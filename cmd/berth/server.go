@@ -55,6 +55,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&cfg.Region, "region", envOr("BERTH_REGION", "us-east-1"), "region used in ARNs and given to agents as AWS_REGION (env BERTH_REGION)")
 	f.StringVar(&cfg.AccountID, "account-id", envOr("BERTH_ACCOUNT_ID", "000000000000"), "12-digit account ID used in ARNs (env BERTH_ACCOUNT_ID)")
 	f.StringVar(&cfg.OCIRuntime, "oci-runtime", envOr("BERTH_OCI_RUNTIME", "runc"), "OCI runtime that runs sandboxes: runc or crun (env BERTH_OCI_RUNTIME)")
+	f.BoolVar(&cfg.Auth, "auth", envOr("BERTH_AUTH", "") == "true", "require SigV4-signed calls by keys Berth issued (the root key is printed on first start; berth keys manages more) (env BERTH_AUTH=true)")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", envOr("BERTH_CGROUP_PARENT", "/berth"), "cgroup under which each sandbox gets its own; servers sharing a host need different ones (env BERTH_CGROUP_PARENT)")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
 	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")

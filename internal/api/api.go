@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/berthrun/berth/internal/auth"
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/session"
@@ -34,6 +35,10 @@ type Options struct {
 	LogDir string
 	// Metrics, if set, records every invocation.
 	Metrics Recorder
+	// Verifier, if set, requires every call but the health check to be
+	// signed (SigV4) with one of its keys, and each key to be allowed the
+	// call.
+	Verifier *auth.Verifier
 	// Tracer, if set, traces every invocation: resolving the endpoint,
 	// acquiring the session and proxying to the agent, whose request
 	// carries the trace context.
@@ -101,6 +106,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// missing too.
 	if n := len(segs); n > 1 && segs[n-1] == "" {
 		segs = segs[:n-1]
+	}
+
+	if s.opts.Verifier != nil {
+		var ok bool
+		if r, ok = s.authenticate(w, r, segs); !ok {
+			return
+		}
 	}
 
 	switch {

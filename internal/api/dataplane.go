@@ -106,6 +106,9 @@ func sessionID(r *http.Request, required bool) (string, error) {
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	q := r.URL.Query()
 	runtimeID, err := s.runtimeID(label, q)
+	if err == nil {
+		err = s.authorizeRuntime(r, runtimeID)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -327,6 +330,9 @@ type stopSessionRequest struct {
 // stopSession implements StopRuntimeSession.
 func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, label string) {
 	runtimeID, err := s.runtimeID(label, r.URL.Query())
+	if err == nil {
+		err = s.authorizeRuntime(r, runtimeID)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -7,15 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/berthrun/berth/internal/api"
 	"github.com/berthrun/berth/internal/artifact"
+	"github.com/berthrun/berth/internal/auth"
 	"github.com/berthrun/berth/internal/console"
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/sandbox"
@@ -41,6 +44,11 @@ type Config struct {
 	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
 	// crun).
 	OCIRuntime string
+	// Auth requires every API call to be signed with SigV4 by a key Berth
+	// issued (keys.json in DataDir). On first start a root admin key is
+	// created and printed once to RootKeyOut.
+	Auth       bool
+	RootKeyOut io.Writer
 	// Driver, if set, runs sandboxes instead of the OCI-runtime driver
 	// (OCIRuntime and CgroupParent are then unused).
 	Driver sandbox.Driver
@@ -206,11 +214,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 	s.closers = append(s.closers, s.sessions.Close)
 
+	var verifier *auth.Verifier
+	if cfg.Auth {
+		if verifier, err = s.openKeys(); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler())
 	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
-		Metrics: metrics, Tracer: tracer, Logger: cfg.Logger}))
+		Metrics: metrics, Tracer: tracer, Verifier: verifier, Logger: cfg.Logger}))
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -343,4 +357,37 @@ func newRuncDriver(cfg Config) (sandbox.Driver, error) {
 		return nil, fmt.Errorf("sandbox driver: %w", err)
 	}
 	return d, nil
+}
+
+// KeysFile is where a server keeps its access keys, under its data directory.
+func KeysFile(dataDir string) string { return filepath.Join(dataDir, "keys.json") }
+
+// openKeys opens the key file, creating the root key on first start.
+func (s *Server) openKeys() (*auth.Verifier, error) {
+	keys, err := auth.OpenKeys(KeysFile(s.cfg.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	list, err := keys.List()
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(list, func(k auth.Key) bool { return k.Role == auth.RoleAdmin && !k.Revoked }) {
+		root, err := keys.Create(auth.RoleAdmin, nil, true)
+		if err != nil {
+			return nil, err
+		}
+		out := s.cfg.RootKeyOut
+		if out == nil {
+			out = os.Stderr
+		}
+		fmt.Fprintf(out, "Berth created its root access key; it is shown only this once:\n"+
+			"  AWS_ACCESS_KEY_ID=%s\n  AWS_SECRET_ACCESS_KEY=%s\n"+
+			"More keys: berth keys create --data-dir %s [--role invoke]\n", root.ID, root.Secret, s.cfg.DataDir)
+	}
+	spool := filepath.Join(s.cfg.DataDir, "tmp") // large signed bodies wait here while hashed
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, fmt.Errorf("create spool directory: %w", err)
+	}
+	return &auth.Verifier{Keys: keys, TempDir: spool}, nil
 }
