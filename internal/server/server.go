@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,11 @@ type Config struct {
 	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
 	// crun).
 	OCIRuntime string
+	// TLSCert and TLSKey, if set, serve HTTPS with that certificate;
+	// TLSSelfSigned serves HTTPS with a self-signed certificate kept in
+	// DataDir (see SelfSignedCert), for local use.
+	TLSCert, TLSKey string
+	TLSSelfSigned   bool
 	// Auth requires every API call to be signed with SigV4 by a key Berth
 	// issued (keys.json in DataDir). On first start a root admin key is
 	// created and printed once to RootKeyOut.
@@ -225,9 +231,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
 		Metrics: metrics, Tracer: tracer, Verifier: verifier, Logger: cfg.Logger}))
+	tlsCfg, err := s.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if tlsCfg != nil {
+		s.ln = tls.NewListener(s.ln, tlsCfg)
 	}
 	// Requests' contexts end at shutdown, so that long-lived calls
 	// (following logs, say) do not hold it up.
