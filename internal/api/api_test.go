@@ -19,7 +19,7 @@ import (
 
 // newTestServer returns an API over a real control plane (SQLite in a temp
 // dir) and a session manager whose driver is never reached by these tests.
-func newTestServer(t *testing.T) *Server {
+func newTestServer(t testing.TB) *Server {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -160,4 +160,28 @@ func TestDecodeJSONNamesField(t *testing.T) {
 	if ae := toAPIError(decodeJSON(r, &req)); ae.Reason != "CannotParse" {
 		t.Errorf("malformed JSON = %+v, want reason CannotParse", ae)
 	}
+}
+
+// FuzzRoute: any path and label is routed or refused in AWS's error shape,
+// never a panic, and an accepted runtime label yields a valid runtime ID.
+func FuzzRoute(f *testing.F) {
+	s := newTestServer(f)
+	f.Add("arn:aws:bedrock-agentcore:eu-west-1:123456789012:runtime/agent-abcdefghij", "/runtimes/x/invocations")
+	f.Add("agent-abcdefghij", "/runtimes/%2F%2F/runtime-endpoints/a/")
+	f.Add("arn:::::", "/berth/v1/code/b/../../k")
+	f.Add("", "/%zz")
+	f.Fuzz(func(t *testing.T, label, path string) {
+		if id, err := s.runtimeID(label, url.Values{"accountId": {"123456789012"}}); err == nil && !runtimeIDRE.MatchString(id) {
+			t.Errorf("runtimeID(%q) accepted %q", label, id)
+		}
+		u, err := url.Parse("http://berth" + path)
+		if err != nil || u.Host != "berth" {
+			return
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, &http.Request{Method: http.MethodPost, URL: u, Header: http.Header{}, Body: http.NoBody})
+		if w.Code >= 400 && w.Header().Get("X-Amzn-ErrorType") == "" {
+			t.Errorf("POST %s = %d without an error type", path, w.Code)
+		}
+	})
 }
