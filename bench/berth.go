@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,4 +174,24 @@ func inNetns(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
 // run.
 func (b *bench) cgroupParent(name string) string {
 	return "/berth-bench-" + b.runID + "-" + strings.ReplaceAll(name, "/", "-")
+}
+
+// path is one way to call the session's agent.
+type path struct {
+	name string
+	rt   http.RoundTripper
+	url  string
+}
+
+// paths returns the two ways to the session's agent the streaming and
+// payload sections compare: dialled directly inside its sandbox, and
+// through Berth; the function returned closes their idle connections.
+func (s *agentSession) paths() ([]path, func()) {
+	direct := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return s.direct.dial(ctx, agentAddr)
+	}}
+	return []path{
+		{"direct", direct, "http://" + agentAddr + "/invocations"},
+		{"Berth", s.srv.http.Transport, s.srv.base + s.rt.invocations()},
+	}, direct.CloseIdleConnections
 }

@@ -6,7 +6,6 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -31,19 +30,9 @@ func (b *bench) payload(ctx context.Context, s *agentSession) {
 		"path", "size", "round trip p50", "MB/s each way", "peak RSS growth (max)")
 	defer b.rep.done(t)
 
-	direct := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return s.direct.dial(ctx, agentAddr)
-	}}
-	defer direct.CloseIdleConnections()
+	paths, closePaths := s.paths()
+	defer closePaths()
 	hdr := map[string]string{"Content-Type": "application/octet-stream", hdrSessionID: s.sid}
-	paths := []struct {
-		name string
-		rt   http.RoundTripper
-		url  string
-	}{
-		{"direct", direct, "http://" + agentAddr + "/invocations"},
-		{"Berth", s.srv.http.Transport, s.srv.base + s.rt.invocations()},
-	}
 	// One unmeasured round trip per path first, which makes the
 	// connections and grows the agent's heap to hold a body.
 	for _, p := range paths {

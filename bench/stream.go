@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,19 +28,9 @@ func (b *bench) stream(ctx context.Context, s *agentSession) {
 		"path", "first frame p50", "frame delay p50", "frame delay p99", "frames")
 	defer b.rep.done(t)
 
-	direct := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return s.direct.dial(ctx, agentAddr)
-	}}
-	defer direct.CloseIdleConnections()
+	paths, closePaths := s.paths()
+	defer closePaths()
 	hdr := map[string]string{"Content-Type": "application/json", hdrSessionID: s.sid}
-	paths := []struct {
-		name string
-		rt   http.RoundTripper
-		url  string
-	}{
-		{"direct", direct, "http://" + agentAddr + "/invocations"},
-		{"Berth", s.srv.http.Transport, s.srv.base + s.rt.invocations()},
-	}
 	first := map[string][]time.Duration{}
 	lags := map[string][]time.Duration{}
 	for range b.cfg.Streams {
