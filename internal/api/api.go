@@ -39,6 +39,9 @@ type Options struct {
 	// signed (SigV4) with one of its keys, and each key to be allowed the
 	// call.
 	Verifier *auth.Verifier
+	// JWT verifies the bearer tokens of runtimes with a JWT authorizer; nil
+	// means one made by auth.NewJWTVerifier.
+	JWT *auth.JWTVerifier
 	// Tracer, if set, traces every invocation: resolving the endpoint,
 	// acquiring the session and proxying to the agent, whose request
 	// carries the trace context.
@@ -57,6 +60,7 @@ type Server struct {
 	sessions *session.Manager
 	code     CodeStore
 	opts     Options
+	jwt      *auth.JWTVerifier
 	log      *slog.Logger
 }
 
@@ -66,7 +70,10 @@ func New(c *control.Service, m *session.Manager, code CodeStore, opts Options) *
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{control: c, sessions: m, code: code, opts: opts, log: opts.Logger}
+	if opts.JWT == nil {
+		opts.JWT = auth.NewJWTVerifier()
+	}
+	return &Server{control: c, sessions: m, code: code, opts: opts, jwt: opts.JWT, log: opts.Logger}
 }
 
 type ctxKey struct{}

@@ -143,6 +143,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 	_, end := s.span(r.Context(), "resolve endpoint")
 	d, err := s.control.Resolve(r.Context(), runtimeID, q.Get("qualifier"))
 	end(err)
+	if err == nil {
+		err = s.authorizeBearer(r, runtimeID, d.Config.JWT)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -337,6 +340,15 @@ func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, label strin
 		s.writeError(w, r, err)
 		return
 	}
+	// The newest version's authorizer guards the runtime's sessions.
+	rt, err := s.control.GetRuntime(r.Context(), runtimeID, 0)
+	if err == nil {
+		err = s.authorizeBearer(r, runtimeID, rt.Config.JWT)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	sid, err := sessionID(r, true)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -344,10 +356,6 @@ func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, label strin
 	}
 	var req stopSessionRequest
 	if err := decodeJSON(r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if _, err := s.control.GetRuntime(r.Context(), runtimeID, 0); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -22,9 +22,14 @@ type Config struct {
 	Env         map[string]string  `json:"env,omitempty"`
 	// HeaderAllowlist names request headers passed through to the agent.
 	HeaderAllowlist []string `json:"headerAllowlist,omitempty"`
-	// Extra holds API members Berth stores and returns unchanged but does
-	// not act on yet (authorizer, filesystems, ...), keyed by member name.
+	// Extra holds API members Berth stores and returns unchanged, keyed by
+	// member name: those it does not act on yet (filesystems, ...) and
+	// authorizerConfiguration, which is also parsed into JWT.
 	Extra map[string]json.RawMessage `json:"extra,omitempty"`
+	// JWT is the customJWTAuthorizer of Extra["authorizerConfiguration"],
+	// if any. It is not stored: Extra is the one source, parsed again
+	// when a version is read, so the two cannot disagree.
+	JWT *JWTAuthorizer `json:"-"`
 }
 
 // CodeArtifact is an agent shipped as a code bundle (a zip) run by one of the
@@ -251,6 +256,11 @@ func (c *Config) normalize(minLifecycle int) error {
 		}
 	}
 
+	c.JWT = nil
+	if raw, ok := c.Extra["authorizerConfiguration"]; ok {
+		c.JWT = parseAuthorizer(&v, raw)
+	}
+
 	if n := len(c.HeaderAllowlist); n > 20 {
 		v.add("requestHeaderConfiguration.requestHeaderAllowlist", "has %d headers; at most 20 are allowed", n)
 	}
@@ -271,5 +281,17 @@ func (c *Config) normalize(minLifecycle int) error {
 		}
 		seen[lower] = true
 	}
+	return v.err()
+}
+
+// decodeAuthorizer sets c.JWT from a stored configuration, which was valid
+// when stored.
+func (c *Config) decodeAuthorizer() error {
+	raw, ok := c.Extra["authorizerConfiguration"]
+	if !ok {
+		return nil
+	}
+	var v validator
+	c.JWT = parseAuthorizer(&v, raw)
 	return v.err()
 }

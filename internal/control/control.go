@@ -178,6 +178,11 @@ func (s *Service) runtimeView(r store.Runtime, v store.Version) (Runtime, error)
 	if err := json.Unmarshal(v.Config, &c); err != nil {
 		return Runtime{}, fmt.Errorf("decode config of %s version %d: %w", r.ID, v.Number, err)
 	}
+	// Fail closed: a version whose authorizer no longer parses serves
+	// nobody rather than everybody.
+	if err := c.decodeAuthorizer(); err != nil {
+		return Runtime{}, fmt.Errorf("decode authorizer of %s version %d: %w", r.ID, v.Number, err)
+	}
 	return Runtime{ID: r.ID, Name: r.Name, ARN: s.RuntimeARN(r.ID), Version: v.Number, Status: v.Status,
 		FailureReason: v.FailureReason, Config: c, CreatedAt: r.CreatedAt, UpdatedAt: v.UpdatedAt}, nil
 }
