@@ -27,9 +27,22 @@ go build -o bin/berth ./cmd/berth
 if ! curl -fsS "$BERTH_ENDPOINT/berth/v1/health" >/dev/null 2>&1; then
   echo "==> berth server &   (on $BERTH_ENDPOINT, data in $DATA)"
   mkdir -p "$DATA"
+  # The log holds the root key printed at first start: keep it private.
+  touch "$DATA/berth.log" && chmod 600 "$DATA/berth.log"
   nohup berth server --listen "$ADDR" --data-dir "$DATA" >>"$DATA/berth.log" 2>&1 &
   echo $! >"$DATA/berth.pid"
   for _ in $(seq 100); do curl -fsS "$BERTH_ENDPOINT/berth/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# Every call is signed with the root key Berth printed when it first started.
+if [ -z "${AWS_ACCESS_KEY_ID:-}" ]; then
+  for _ in $(seq 50); do grep -q AWS_SECRET_ACCESS_KEY "$DATA/berth.log" 2>/dev/null && break; sleep 0.1; done
+  export AWS_ACCESS_KEY_ID=$(sed -n 's/^ *AWS_ACCESS_KEY_ID=//p' "$DATA/berth.log" | head -1)
+  export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^ *AWS_SECRET_ACCESS_KEY=//p' "$DATA/berth.log" | head -1)
+  if [ -z "$AWS_ACCESS_KEY_ID" ]; then
+    echo "no root key in $DATA/berth.log: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key from 'berth keys create'" >&2
+    exit 1
+  fi
 fi
 
 mkdir -p "$WORK"
@@ -60,6 +73,7 @@ cat <<TXT
 
 Berth is running on $BERTH_ENDPOINT; the project is in $WORK/HelloAgent.
   cd $WORK/HelloAgent && export PATH=$ROOT/bin:\$PATH BERTH_ENDPOINT=$BERTH_ENDPOINT
+  export AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=...   # the root key, in $DATA/berth.log
   berth dev            # run the agent locally, restarted on every change
   berth logs --follow  # what the agent prints, per session
   berth destroy        # remove the deployment

@@ -18,13 +18,13 @@ func keysCommand() *cobra.Command {
 	var dataDir string
 	open := func() (*auth.Keys, error) {
 		if _, err := os.Stat(server.KeysFile(dataDir)); err != nil {
-			return nil, fmt.Errorf("no keys in %s: start the server with --auth once first (%w)", dataDir, err)
+			return nil, fmt.Errorf("no keys in %s: start the server once first (%w)", dataDir, err)
 		}
 		return auth.OpenKeys(server.KeysFile(dataDir))
 	}
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Manage the access keys a Berth server accepts (server --auth)",
+		Short: "Manage the access keys a Berth server accepts",
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", envOr("BERTH_DATA_DIR", server.DefaultDataDir()), "the server's data directory (env BERTH_DATA_DIR)")
 

@@ -14,6 +14,7 @@ func serverCommand() *cobra.Command {
 		cfg                    server.Config
 		logFormat, logLevel    string
 		memMiB, tmpMiB, logMiB int64
+		insecure               bool
 		cpus                   float64
 	)
 	cmd := &cobra.Command{
@@ -32,6 +33,12 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 				return err
 			}
 			cfg.Logger = log
+			// Every call must be signed (SigV4, or a runtime's JWT) unless
+			// the operator says, loudly, otherwise.
+			cfg.Auth = !insecure
+			if insecure {
+				log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach " + cfg.Addr + " can deploy and run code; use this for local experiments only")
+			}
 			cfg.SessionLimits.MemoryBytes = memMiB << 20
 			cfg.SessionLimits.TmpBytes = tmpMiB << 20
 			cfg.SessionLimits.MilliCPUs = int64(cpus * 1000)
@@ -58,7 +65,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", envOr("BERTH_TLS_CERT", ""), "serve HTTPS with this certificate (PEM; with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envOr("BERTH_TLS_KEY", ""), "the TLS certificate's private key (PEM)")
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a self-signed certificate kept in DATA/tls/ (trust DATA/tls/cert.pem)")
-	f.BoolVar(&cfg.Auth, "auth", envOr("BERTH_AUTH", "") == "true", "require SigV4-signed calls by keys Berth issued (the root key is printed on first start; berth keys manages more) (env BERTH_AUTH=true)")
+	f.BoolVar(&insecure, "insecure-no-auth", envOr("BERTH_INSECURE_NO_AUTH", "") == "true", "accept unsigned calls from anyone who can reach the listener: for local experiments only (env BERTH_INSECURE_NO_AUTH=true)")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", envOr("BERTH_CGROUP_PARENT", "/berth"), "cgroup under which each sandbox gets its own; servers sharing a host need different ones (env BERTH_CGROUP_PARENT)")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
 	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")

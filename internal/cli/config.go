@@ -23,7 +23,7 @@ const DefaultServer = "http://127.0.0.1:4780"
 const DefaultRegion = "us-east-1"
 
 // placeholderAccessKey is used to sign requests when no credentials are
-// configured: Berth does not check signatures yet.
+// configured; only a server run with --insecure-no-auth accepts it.
 const placeholderAccessKey = "BERTHPLACEHOLDERKEY"
 
 // Setting is one resolved configuration value and where it came from.
@@ -149,7 +149,7 @@ func Resolve(in ResolveInput) (Settings, error) {
 		s.AccessKeyID = Setting{file.AccessKeyID, "config file"}
 		s.SecretAccessKey = Setting{file.SecretAccessKey, "config file"}
 	} else {
-		s.AccessKeyID = Setting{placeholderAccessKey, "default (placeholder: Berth does not check signatures yet)"}
+		s.AccessKeyID = Setting{placeholderAccessKey, "default (placeholder: accepted only by a server run with --insecure-no-auth)"}
 		s.SecretAccessKey = Setting{"placeholder", "default"}
 	}
 

@@ -30,7 +30,7 @@ func TestResolve(t *testing.T) {
 	}{
 		{name: "defaults", want: map[string]Setting{
 			"server": {DefaultServer, "default"}, "data": {DefaultServer, "default"}, "region": {DefaultRegion, "default"},
-			"output": {"text", "default"}, "key": {placeholderAccessKey, "default (placeholder: Berth does not check signatures yet)"},
+			"output": {"text", "default"}, "key": {placeholderAccessKey, "default (placeholder: accepted only by a server run with --insecure-no-auth)"},
 		}},
 		{name: "file beats default", file: file, want: map[string]Setting{
 			"server": {"http://file:1", "config file"}, "data": {"http://file:1", "config file"}, "region": {"eu-west-1", "config file"},

@@ -22,6 +22,8 @@ func TestHandler(t *testing.T) {
 		{"GET", "/console/index.html", 200, "text/html; charset=utf-8", "", "<title>Berth console</title>"},
 		{"GET", "/console/app.js", 200, "text/javascript; charset=utf-8", "", "import"},
 		{"GET", "/console/inspector.js", 200, "text/javascript; charset=utf-8", "", "export function view"},
+		{"GET", "/console/sigv4.js", 200, "text/javascript; charset=utf-8", "", "export async function sign"},
+		{"GET", "/console/credentials.js", 200, "text/javascript; charset=utf-8", "", "sessionStorage"},
 		{"GET", "/console/style.css", 200, "text/css; charset=utf-8", "", ":root"},
 		{"GET", "/console/favicon.svg", 200, "image/svg+xml", "", "<svg"},
 		{"HEAD", "/console/app.js", 200, "text/javascript; charset=utf-8", "", ""},

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -112,6 +113,13 @@ func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *
 	}
 	b := &berth{t: t, bin: bin, dataDir: dataDir, logPath: filepath.Join(t.TempDir(), "berth.log"),
 		cgroupParent: "/berth-e2e-" + strings.ToLower(rand.Text()[:10]), env: env}
+	// Tests of authentication ask for it with "--auth" (the server's
+	// default); the others run without it, their subject being elsewhere.
+	auth := slices.Contains(args, "--auth")
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--auth" })
+	if !auth {
+		args = append([]string{"--insecure-no-auth"}, args...)
+	}
 	b.args = append([]string{"--cgroup-parent", b.cgroupParent}, args...)
 	b.start()
 	t.Cleanup(func() {

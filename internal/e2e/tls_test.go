@@ -29,7 +29,7 @@ func TestTLSSelfSigned(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "server", "--tls-self-signed", "--listen", addr, "--data-dir", data, "--cgroup-parent", "/berth-e2e-tls")
+	cmd := exec.Command(bin, "server", "--tls-self-signed", "--listen", addr, "--data-dir", data, "--cgroup-parent", "/berth-e2e-tls", "--insecure-no-auth")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

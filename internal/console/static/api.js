@@ -1,5 +1,49 @@
 // Calls to Berth's HTTP API: the AgentCore control and data planes and
-// Berth's own /berth/v1 calls, on the console's own origin.
+// Berth's own /berth/v1 calls, on the console's own origin. When
+// credentials are set, every call is signed with SigV4 (berth server --auth).
+
+import { sign } from './sigv4.js';
+
+// credentialsKey names the credentials in sessionStorage: they last as long
+// as the tab and are never written to localStorage.
+const credentialsKey = 'berth.credentials';
+
+// credentials returns the signing credentials ({ accessKeyId,
+// secretAccessKey, region }), or null when calls go unsigned.
+export function credentials() {
+  try {
+    const c = JSON.parse(sessionStorage.getItem(credentialsKey) ?? 'null');
+    return c?.accessKeyId && c?.secretAccessKey ? c : null;
+  } catch {
+    return null;
+  }
+}
+
+// setCredentials signs every later call with c.
+export function setCredentials(c) {
+  sessionStorage.setItem(credentialsKey, JSON.stringify({
+    accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, region: c.region,
+  }));
+  window.dispatchEvent(new Event('berth-credentials'));
+}
+
+// clearCredentials forgets the credentials: later calls go unsigned.
+export function clearCredentials() {
+  sessionStorage.removeItem(credentialsKey);
+  window.dispatchEvent(new Event('berth-credentials'));
+}
+
+// send is fetch, signing the request when credentials are set. init.body
+// must be a string or bytes; the response is returned as is, so its body
+// still streams.
+export async function send(path, init = {}) {
+  const c = credentials();
+  if (c) {
+    const auth = await sign({ method: init.method, url: path, body: init.body }, c);
+    init = { ...init, headers: { ...init.headers, ...auth } };
+  }
+  return fetch(path, init);
+}
 
 // APIError is a failed call in AgentCore's error shape: the X-Amzn-ErrorType
 // header and the body's message.
@@ -35,7 +79,7 @@ async function call(method, path, { body, signal } = {}) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const resp = await fetch(path, init);
+  const resp = await send(path, init);
   if (!resp.ok) throw await errorFrom(resp);
   const text = await resp.text();
   return text ? JSON.parse(text) : {};
@@ -93,7 +137,7 @@ export async function* textChunks(resp) {
 export async function followLogs(query, onLine, signal) {
   const q = new URLSearchParams({ follow: 'true' });
   for (const [k, v] of Object.entries(query)) if (v) q.set(k, v);
-  const resp = await fetch('/berth/v1/logs?' + q, { signal, headers: { Accept: 'application/x-ndjson' } });
+  const resp = await send('/berth/v1/logs?' + q, { signal, headers: { Accept: 'application/x-ndjson' } });
   if (!resp.ok) throw await errorFrom(resp);
   let buf = '';
   for await (const chunk of textChunks(resp)) {
@@ -112,7 +156,7 @@ export async function followLogs(query, onLine, signal) {
 // endpoint name ("" for DEFAULT).
 export async function invoke({ arn, qualifier, sessionId, body, signal }) {
   const q = qualifier ? '?' + new URLSearchParams({ qualifier }) : '';
-  return fetch(`/runtimes/${seg(arn)}/invocations${q}`, {
+  return send(`/runtimes/${seg(arn)}/invocations${q}`, {
     method: 'POST',
     signal,
     headers: {

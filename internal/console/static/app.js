@@ -9,6 +9,7 @@ import * as runtimes from './runtimes.js';
 import * as sessions from './sessions.js';
 import * as logs from './logs.js';
 import * as inspector from './inspector.js';
+import * as credentials from './credentials.js';
 
 const main = document.getElementById('main');
 let current = null;
@@ -49,6 +50,9 @@ function render() {
     case 'inspector':
       inspector.view(main, query, signal);
       break;
+    case 'credentials':
+      credentials.view(main, query);
+      break;
     default:
       main.append(header('Not found', 'The console has no view called “' + view + '”.'),
         h('p', null, h('a', { href: '#/runtimes' }, 'Go to the runtimes')));
@@ -71,6 +75,20 @@ function watchHealth() {
   });
 }
 
+// showIdentity says in the sidebar which key signs the calls, if any.
+function showIdentity() {
+  const el = document.getElementById('identity');
+  const c = api.credentials();
+  if (c) {
+    replace(el, h('span', { class: 'dim' }, 'signed as '), h('code', { title: c.accessKeyId + ' in ' + c.region }, c.accessKeyId), ' ',
+      h('button', { type: 'button', id: 'signout', class: 'small ghost', onclick: credentials.signOut }, 'Sign out'));
+  } else {
+    replace(el, h('span', { class: 'dim' }, 'unsigned calls'));
+  }
+}
+
 window.addEventListener('hashchange', render);
+window.addEventListener('berth-credentials', showIdentity);
 render();
+showIdentity();
 watchHealth();

@@ -1,6 +1,8 @@
 // DOM building and formatting helpers. Everything shown is built with
 // createElement and text nodes: data from the API is never parsed as HTML.
 
+import { credentials } from './api.js';
+
 // Attributes set as element properties rather than with setAttribute.
 const props = new Set(['value', 'checked', 'disabled', 'selected', 'hidden', 'readOnly', 'spellcheck']);
 
@@ -115,11 +117,22 @@ export function errorBox(err) {
         err.status ? h('span', { class: 'error-status' }, 'HTTP ' + err.status) : null),
       h('div', { class: 'error-message' }, err.message || '(no message)'),
       err.requestId ? h('div', { class: 'error-request' }, 'request ', mono(err.requestId)) : null,
+      err.type === 'AccessDeniedException' ? signInHint() : null,
     ]);
   } else {
     append(box, h('div', { class: 'error-message' }, String(err?.message ?? err)));
   }
   return box;
+}
+
+// signInHint points a refused call at the credentials form.
+function signInHint() {
+  const c = credentials();
+  const form = h('a', { href: route(['credentials'], { next: location.hash }) }, 'Credentials');
+  return h('div', { class: 'error-hint' },
+    c ? ['The key ', h('code', null, c.accessKeyId), ' was refused or may not do this. '] : null,
+    'This Berth requires signed requests: enter a key from ', h('code', null, 'berth keys create'),
+    ' or the root key printed at first start in ', form, '.');
 }
 
 // poll runs fn now and then every ms milliseconds until signal is aborted.
