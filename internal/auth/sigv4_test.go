@@ -171,3 +171,55 @@ func FuzzParseAuthorization(f *testing.F) {
 		}
 	})
 }
+
+func TestVerifyPresigned(t *testing.T) {
+	keys, err := OpenKeys(filepath.Join(t.TempDir(), "keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := keys.Create(RoleAdmin, nil, false)
+	presign := func(expires string, edit func(*http.Request)) *http.Request {
+		out, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:4780/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Aruntime%2Fa-abcdefghij/ws?qualifier=DEFAULT&X-Amz-Expires="+expires, nil)
+		signedURL, hdr, err := v4.NewSigner().PresignHTTP(context.Background(), aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret},
+			out, "UNSIGNED-PAYLOAD", Service, "us-east-1", signTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := strings.TrimPrefix(signedURL, "http://127.0.0.1:4780")
+		in := httptest.NewRequest(http.MethodGet, u, nil)
+		in.Host = "127.0.0.1:4780"
+		for k, v := range hdr {
+			if !strings.EqualFold(k, "host") {
+				in.Header[k] = v
+			}
+		}
+		if edit != nil {
+			edit(in)
+		}
+		return in
+	}
+	at := func(d time.Duration) *Verifier {
+		return &Verifier{Keys: keys, Now: func() time.Time { return signTime.Add(d) }}
+	}
+	cases := []struct {
+		name    string
+		v       *Verifier
+		expires string
+		edit    func(*http.Request)
+		ok      bool
+	}{
+		{"valid", at(time.Minute), "300", nil, true},
+		{"expired", at(301 * time.Second), "300", nil, false},
+		{"too long an expiry", at(time.Minute), "86400", nil, false},
+		{"tampered query", at(time.Minute), "300", func(r *http.Request) {
+			r.URL.RawQuery = strings.Replace(r.URL.RawQuery, "qualifier=DEFAULT", "qualifier=prod", 1)
+		}, false},
+		{"not a GET", at(time.Minute), "300", func(r *http.Request) { r.Method = http.MethodPost }, false},
+	}
+	for _, c := range cases {
+		_, _, err := c.v.Verify(presign(c.expires, c.edit))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: Verify = %v, want ok %v", c.name, err, c.ok)
+		}
+	}
+}
