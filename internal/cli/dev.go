@@ -21,6 +21,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
 	"github.com/spf13/cobra"
+
+	"github.com/berthrun/berth/internal/sandbox/process"
 )
 
 // Files of a detached `berth dev`, relative to the project root.
@@ -426,8 +428,12 @@ func startProcess(argv []string, dir string, env []string, stdout, stderr io.Wri
 		if p.err == nil {
 			p.err = errors.New("exit status 0")
 		}
-		// Whatever the agent left running goes with it.
+		// Whatever the agent left running goes with it, and is gone
+		// before anyone is told the agent stopped.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		ctx, cancel := context.WithTimeout(context.Background(), devStopGrace)
+		process.WaitGroupGone(ctx, cmd.Process.Pid)
+		cancel()
 		close(p.done)
 	}()
 	return p, nil

@@ -371,7 +371,7 @@ func (d *Driver) cleanup(ctx context.Context, id, file string) error {
 		}
 		ctx, cancel := context.WithTimeout(ctx, groupTimeout)
 		defer cancel()
-		if err := waitGroupGone(ctx, rec.PID); err != nil {
+		if err := WaitGroupGone(ctx, rec.PID); err != nil {
 			return err
 		}
 	}
@@ -414,8 +414,9 @@ func groupMembers(pgid int) ([]procfs.ProcStat, error) {
 	return members, nil
 }
 
-// waitGroupGone waits until no process of group pgid is left, or ctx ends.
-func waitGroupGone(ctx context.Context, pgid int) error {
+// WaitGroupGone waits until no process of group pgid is left (zombies aside),
+// or ctx ends. Killing a group is asynchronous; this makes it complete.
+func WaitGroupGone(ctx context.Context, pgid int) error {
 	delay := time.Millisecond
 	for {
 		members, err := groupMembers(pgid)

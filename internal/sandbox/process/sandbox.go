@@ -151,7 +151,7 @@ func (a *agent) wait() {
 	}
 	unix.Kill(-a.pgid, unix.SIGKILL)
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
-	if err := waitGroupGone(ctx, a.pgid); err != nil {
+	if err := WaitGroupGone(ctx, a.pgid); err != nil {
 		a.d.log.Warn("agent's processes outlive it", "sandbox", a.id, "err", err)
 	}
 	cancel()
