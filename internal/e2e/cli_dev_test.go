@@ -71,16 +71,7 @@ func pingOK(port int) bool {
 // agent and everything the agent started; --detach and --stop do the same
 // in the background.
 func TestCLIDev(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("needs python3 to run the scaffolded agent")
-	}
-	c := newCLI(t, "")
-	work := t.TempDir()
-	c.ok(work, "create", "--name", "Dev", "--output-dir", work)
-	project := filepath.Join(work, "Dev")
-	code := filepath.Join(project, "app", "Dev")
-	// The agent starts a child of its own, which must stop with it.
-	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \"3217\"])\n")
+	c, project, code := devProject(t, "Dev", "3217")
 
 	port := freePort(t)
 	cmd, stderr, exited := startDev(t, c, project, port)
@@ -185,4 +176,21 @@ func startDev(t *testing.T, c *cli, project string, port int) (cmd *exec.Cmd, st
 		}
 	})
 	return cmd, stderr, exited
+}
+
+// devProject scaffolds a Python project named name whose agent starts a
+// child of its own (sleep seconds), which must end with it; it returns the
+// CLI, the project and its code directory.
+func devProject(t *testing.T, name, seconds string) (c *cli, project, code string) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("needs python3 to run the scaffolded agent")
+	}
+	c = newCLI(t, "")
+	work := t.TempDir()
+	c.ok(work, "create", "--name", name, "--output-dir", work)
+	project = filepath.Join(work, name)
+	code = filepath.Join(project, "app", name)
+	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \""+seconds+"\"])\n")
+	return c, project, code
 }

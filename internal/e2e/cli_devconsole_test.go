@@ -59,16 +59,7 @@ func processesUnder(dir string) []string {
 // output; a change to the code deploys a new version, and the same session
 // then answers with the new code; Ctrl-C ends every process. No root needed.
 func TestCLIDevConsole(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("needs python3 to run the scaffolded agent")
-	}
-	c := newCLI(t, "")
-	work := t.TempDir()
-	c.ok(work, "create", "--name", "Con", "--output-dir", work)
-	project := filepath.Join(work, "Con")
-	code := filepath.Join(project, "app", "Con")
-	// Every agent starts a child of its own, which must end with it.
-	editFile(t, filepath.Join(code, "main.py"), "def main():\n", "def main():\n    import subprocess\n    subprocess.Popen([\"sleep\", \"3219\"])\n")
+	c, project, code := devProject(t, "Con", "3219")
 
 	port := freePort(t)
 	cmd, stderr, exited := startDev(t, c, project, port)
