@@ -380,15 +380,32 @@ func pythonFor(ctx context.Context, dir, runtimeVersion string) string {
 		return venv
 	}
 	if v, ok := strings.CutPrefix(runtimeVersion, "PYTHON_"); ok {
-		if p, err := exec.LookPath("python" + strings.ReplaceAll(v, "_", ".")); err == nil {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if exec.CommandContext(ctx, p, "-c", "").Run() == nil {
-				return p
-			}
+		if p, err := exec.LookPath("python" + strings.ReplaceAll(v, "_", ".")); err == nil && runs(ctx, p, "-c", "") {
+			return p
 		}
 	}
 	return "python3"
+}
+
+// runs says whether argv runs and exits 0 within 5 s. A shim is a script
+// with children of its own, so argv runs in its own process group, and the
+// whole group is gone when runs returns, even if ctx ended it early.
+func runs(ctx context.Context, argv ...string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if err := cmd.Start(); err != nil {
+		return false
+	}
+	err := cmd.Wait()
+	// The group outlives its leader while any member is left.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	wait, cancelWait := context.WithTimeout(context.Background(), devStopGrace)
+	defer cancelWait()
+	process.WaitGroupGone(wait, cmd.Process.Pid)
+	return err == nil
 }
 
 func fileExists(path string) bool {

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestReadEnvFile(t *testing.T) {
@@ -60,5 +65,56 @@ func TestDevEnvironment(t *testing.T) {
 		if last[k] != want {
 			t.Errorf("%s = %q, want %q", k, last[k], want)
 		}
+	}
+}
+
+// TestPythonForShim checks the interpreter probe against a version
+// manager's shim, a script with children of its own: whether the probe
+// succeeds, fails or is cut short by the caller, the shim's children are
+// gone when pythonFor returns.
+func TestPythonForShim(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		script string // after starting a child that records its pid
+		cancel bool
+		exact  bool // pythonFor picks the shim
+	}{
+		{name: "works", script: "exit 0", exact: true},
+		{name: "not installed", script: "exit 127"},
+		{name: "cut short", script: "sleep 60", cancel: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			bin := t.TempDir()
+			pidFile := filepath.Join(bin, "child")
+			shim := "#!/bin/sh\nsleep 60 &\necho $! >" + pidFile + ".tmp && mv " + pidFile + ".tmp " + pidFile + "\n" + c.script + "\n"
+			if err := os.WriteFile(filepath.Join(bin, "python3.99"), []byte(shim), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if c.cancel {
+				go func() {
+					for !fileExists(pidFile) {
+						time.Sleep(5 * time.Millisecond)
+					}
+					cancel()
+				}()
+			}
+			got := pythonFor(ctx, t.TempDir(), "PYTHON_3_99")
+			if want := map[bool]string{true: filepath.Join(bin, "python3.99"), false: "python3"}[c.exact]; got != want {
+				t.Errorf("pythonFor = %q, want %q", got, want)
+			}
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatalf("the shim did not run: %v", err)
+			}
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z ") {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Errorf("the shim's child %d outlives the probe", pid)
+			}
+		})
 	}
 }
