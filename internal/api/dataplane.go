@@ -197,6 +197,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, label string) {
 			return
 		}
 		out.Body = io.NopCloser(bytes.NewReader(buf))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	}
 	for _, h := range forwardedHeaders {
 		if v := r.Header.Values(h); len(v) > 0 {

@@ -140,7 +140,7 @@ type Session struct {
 	target    Target
 	sb        sandbox.Sandbox
 	log       *telemetry.SessionLog
-	transport *http.Transport
+	transport *agentTransport
 	// ready is closed when the session has started or failed to; startErr
 	// says which.
 	ready    chan struct{}
@@ -343,14 +343,9 @@ func (m *Manager) startSandbox(s *Session) error {
 	}
 	s.sb = sb
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
-	s.transport = &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return sb.DialContext(ctx, "tcp", addr)
-		},
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
+	s.transport = newAgentTransport(func(ctx context.Context) (net.Conn, error) {
+		return sb.DialContext(ctx, "tcp", addr)
+	})
 	return nil
 }
 
