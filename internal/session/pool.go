@@ -135,23 +135,43 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		s.ID = k.sessionID
 		s.CreatedAt = now
 		s.lastUsed.Store(now.UnixNano())
-		// The sandbox has been logging under a pool name; the log moves
-		// to the session's own directory unless that exists already
-		// (a session ID used before), in which case it stays put and
-		// its info file says whose it is.
-		if dir := filepath.Join(m.opts.LogDir, k.runtimeID, logName(k.sessionID)); os.Rename(s.LogDir, dir) == nil {
-			s.LogDir = dir
-		}
-		if err := telemetry.WriteSessionInfo(s.LogDir, telemetry.SessionInfo{RuntimeID: s.RuntimeID, SessionID: s.ID,
-			Version: s.Version, StartedAt: now.UTC()}); err != nil {
-			m.log.Warn("record session log info", "err", err)
-		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.adoptLog(s)
+		}()
 		m.watch(s)
-		m.wakePools()
+		// The pool is refilled once this first call is done (or at the
+		// next tick): a sandbox starting now would compete with the call
+		// for the CPU, and the call is what a caller waits for.
+		s.refill = m.wakePools
 		m.opts.Observer.SessionStarted(s.RuntimeID, true, 0, 0)
 		return s
 	}
 	return nil
+}
+
+// adoptLog makes a claimed sandbox's log its session's. The sandbox has
+// been logging under a pool name; the log moves to the session's own
+// directory unless that exists already (a session ID used before), in which
+// case it stays put, and its info file says whose it is. It runs beside the
+// session's first call, not before it: creating and renaming files costs
+// hundreds of microseconds on some file systems, more than the call.
+func (m *Manager) adoptLog(s *Session) {
+	m.mu.Lock()
+	from := s.LogDir
+	m.mu.Unlock()
+	dir := from
+	if to := filepath.Join(m.opts.LogDir, s.RuntimeID, logName(s.ID)); os.Rename(from, to) == nil {
+		dir = to
+		m.mu.Lock()
+		s.LogDir = to
+		m.mu.Unlock()
+	}
+	if err := telemetry.WriteSessionInfo(dir, telemetry.SessionInfo{RuntimeID: s.RuntimeID, SessionID: s.ID,
+		Version: s.Version, StartedAt: s.CreatedAt.UTC()}); err != nil {
+		m.log.Warn("record session log info", "err", err)
+	}
 }
 
 // evictPooled frees room for a session by discarding one pooled sandbox,

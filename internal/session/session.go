@@ -152,6 +152,11 @@ type Session struct {
 	// caller is the trace context of the call that started the session.
 	caller trace.SpanContext
 
+	// refill, for a session claimed from a warm pool, asks for the pool
+	// to be refilled; the first Release calls it.
+	refill   func()
+	refilled atomic.Bool
+
 	lastUsed atomic.Int64 // unix nanoseconds of the last call's end or start
 	lastBusy atomic.Int64 // unix nanoseconds the agent last said HealthyBusy
 	inflight atomic.Int32
@@ -419,6 +424,9 @@ func (s *Session) Sandbox() sandbox.Sandbox { return s.sb }
 func (s *Session) Release() {
 	s.touch()
 	s.inflight.Add(-1)
+	if s.refill != nil && s.refilled.CompareAndSwap(false, true) {
+		s.refill()
+	}
 }
 
 func (s *Session) touch() { s.lastUsed.Store(time.Now().UnixNano()) }
