@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -190,7 +191,12 @@ func TestOpenErrors(t *testing.T) {
 	}
 	conn.Close(t.Context())
 
-	wrongPassword := strings.Replace(newer, pg.Password, "wrong-secret", 1)
+	u, err := url.Parse(newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "wrong-secret")
+	wrongPassword := u.String()
 	for _, tc := range []struct {
 		name, dsn, want string
 	}{
@@ -200,6 +206,9 @@ func TestOpenErrors(t *testing.T) {
 		{"wrong password", wrongPassword, "password authentication failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "wrong password" && pg.Password() == "" {
+				t.Skip("the server of $" + pgtest.EnvDSN + " may not ask for passwords")
+			}
 			s, err := postgres.Open(t.Context(), tc.dsn)
 			if err == nil {
 				s.Close()
@@ -208,7 +217,7 @@ func TestOpenErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Open: %v, want an error saying %q", err, tc.want)
 			}
-			if pg.Password != "" && strings.Contains(err.Error(), pg.Password) || strings.Contains(err.Error(), "wrong-secret") {
+			if pw := pg.Password(); pw != "" && strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "wrong-secret") {
 				t.Errorf("Open: error %q holds the password", err)
 			}
 		})

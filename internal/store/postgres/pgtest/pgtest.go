@@ -5,7 +5,7 @@
 // and on a Unix socket in that directory. Each test gets a database of its
 // own.
 //
-// A test package starts the server once, in TestMain:
+// A test package makes one Server, in TestMain:
 //
 //	var pg *pgtest.Server
 //
@@ -13,8 +13,9 @@
 //		os.Exit(pgtest.Main(m, &pg))
 //	}
 //
-// and each test calls pg.Database(t) (which skips the test, saying why, when
-// no PostgreSQL is available).
+// and each test that needs PostgreSQL calls pg.Database(t), which starts the
+// server on first use, so that a run of tests that need none starts none,
+// and skips the test, saying why, when no PostgreSQL is installed.
 package pgtest
 
 import (
@@ -32,6 +33,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -45,16 +47,22 @@ import (
 // connection string for a role that may create databases.
 const EnvDSN = "BERTH_TEST_POSTGRES"
 
-// Server is a PostgreSQL server for tests.
+// Server is a PostgreSQL server for tests, started on first use.
 type Server struct {
+	once     sync.Once
+	startErr error
+	*instance
+}
+
+// instance is a server that is running, or that is not there.
+type instance struct {
 	// admin connects to the server's maintenance database as a role that
 	// may create and drop databases.
 	admin *url.URL
 	// unavailable, if set, says why there is no server.
 	unavailable string
-	// Password is the password of the superuser (set only for a server
-	// this package started), for tests that check it is not leaked.
-	Password string
+	// password is the superuser's, for a server this package started.
+	password string
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -63,15 +71,10 @@ type Server struct {
 	stdout  strings.Builder
 }
 
-// Main starts a server, stores it in *srv, runs the tests and stops the
-// server. It returns the exit code for os.Exit. When no PostgreSQL is
-// installed the tests still run, and Database skips them.
+// Main stores a new Server in *srv, runs the tests and stops the server if
+// a test started it. It returns the exit code for os.Exit.
 func Main(m *testing.M, srv **Server) int {
-	s, err := Start(context.Background())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
-		return 1
-	}
+	s := &Server{}
 	*srv = s
 	code := m.Run()
 	if err := s.Stop(); err != nil {
@@ -83,27 +86,26 @@ func Main(m *testing.M, srv **Server) int {
 	return code
 }
 
-// Start returns the server named by $BERTH_TEST_POSTGRES, or starts one. If
-// PostgreSQL is not installed, it returns a Server whose Database skips the
-// test with the reason; it fails only when PostgreSQL is there but does not
-// start.
-func Start(ctx context.Context) (*Server, error) {
+// start returns the server named by $BERTH_TEST_POSTGRES, or starts one. If
+// PostgreSQL is not installed, it returns an instance that says why; it
+// fails only when PostgreSQL is there but does not start.
+func start(ctx context.Context) (*instance, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		u, err := url.Parse(dsn)
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			return nil, fmt.Errorf("$%s must be a postgres:// URL", EnvDSN)
 		}
-		return &Server{admin: u}, nil
+		return &instance{admin: u}, nil
 	}
 	bin, err := findBinaries()
 	if err != nil {
-		return &Server{unavailable: err.Error()}, nil
+		return &instance{unavailable: err.Error()}, nil
 	}
 	var lastErr error
 	// The free port may be taken by someone else between finding it and
 	// the server binding it; a few tries make that harmless.
 	for range 3 {
-		s, err := start(ctx, bin)
+		s, err := startCluster(ctx, bin)
 		if err == nil {
 			return s, nil
 		}
@@ -138,10 +140,10 @@ func findBinaries() (string, error) {
 	return "", fmt.Errorf("PostgreSQL is not installed (no initdb on $PATH or in /usr/lib/postgresql/*/bin; apt-get install postgresql, or set $%s)", EnvDSN)
 }
 
-// start initializes a cluster in a new temporary directory and runs
+// startCluster initializes a cluster in a new temporary directory and runs
 // postgres on it. As root it runs both as the user postgres, since they
 // refuse to run as root.
-func start(ctx context.Context, bin string) (_ *Server, err error) {
+func startCluster(ctx context.Context, bin string) (_ *instance, err error) {
 	cred, err := credential()
 	if err != nil {
 		return nil, err
@@ -184,7 +186,7 @@ func start(ctx context.Context, bin string) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, Password: password, exited: make(chan struct{})}
+	s := &instance{dir: dir, password: password, exited: make(chan struct{})}
 	s.admin = &url.URL{
 		Scheme:   "postgres",
 		User:     url.UserPassword("postgres", password),
@@ -210,7 +212,7 @@ func start(ctx context.Context, bin string) (_ *Server, err error) {
 		close(s.exited)
 	}()
 	if err := s.waitReady(ctx); err != nil {
-		s.Stop()
+		s.stop()
 		return nil, err
 	}
 	return s, nil
@@ -249,7 +251,7 @@ func freePort() (int, error) {
 
 // waitReady waits until the server accepts connections, it exits, or a
 // minute passes.
-func (s *Server) waitReady(ctx context.Context) error {
+func (s *instance) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
@@ -267,9 +269,26 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 }
 
-// Stop stops a server that Start started, and removes its files. It does
-// nothing to a server named by $BERTH_TEST_POSTGRES.
+// Password returns the password in the connection strings of Database, for
+// tests that check it is not leaked; "" before the first Database or for a
+// server named by $BERTH_TEST_POSTGRES.
+func (s *Server) Password() string {
+	if s.instance == nil {
+		return ""
+	}
+	return s.password
+}
+
+// Stop stops the server if Database started it, and removes its files. It
+// does nothing to a server named by $BERTH_TEST_POSTGRES.
 func (s *Server) Stop() error {
+	if s.instance == nil {
+		return nil
+	}
+	return s.stop()
+}
+
+func (s *instance) stop() error {
 	if s.cmd == nil {
 		return nil
 	}
@@ -296,7 +315,11 @@ func (s *Server) Stop() error {
 func (s *Server) Database(tb testing.TB) string {
 	tb.Helper()
 	if s == nil {
-		tb.Fatal("pgtest: no server; start one in TestMain with pgtest.Main")
+		tb.Fatal("pgtest: no server; make one in TestMain with pgtest.Main")
+	}
+	s.once.Do(func() { s.instance, s.startErr = start(context.Background()) })
+	if s.startErr != nil {
+		tb.Fatalf("pgtest: %v", s.startErr)
 	}
 	if s.unavailable != "" {
 		tb.Skip(s.unavailable)
@@ -321,7 +344,7 @@ func (s *Server) Database(tb testing.TB) string {
 }
 
 // admin1 runs one statement on the maintenance database.
-func (s *Server) admin1(ctx context.Context, sql string) error {
+func (s *instance) admin1(ctx context.Context, sql string) error {
 	conn, err := pgx.Connect(ctx, s.admin.String())
 	if err != nil {
 		return fmt.Errorf("connect to the test server: %w", err)
