@@ -111,37 +111,53 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	return s.run(ctx, fn, false)
 }
 
+// The statements that open a transaction. They are not sent on their own
+// but in one round trip with the transaction's first statement (see
+// tx.opening), which saves a round trip per transaction.
+var (
+	beginWrite = []string{
+		`BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE`,
+		fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, %d)`, lockClass, writerLock),
+	}
+	beginRead = []string{`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`}
+)
+
 // run runs fn in a transaction, committing it if write is set and fn
 // succeeds, and rolling it back otherwise, including when fn panics: the
 // deferred rollback runs while the panic goes on up the stack.
 func (s *Store) run(ctx context.Context, fn func(store.Tx) error, write bool) error {
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	if write {
-		opts = pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
 	}
-	pgTx, err := s.pool.BeginTx(ctx, opts)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	// Release drops, rather than pools, a connection left inside a
+	// transaction or broken.
+	defer conn.Release()
+	t := &tx{conn: conn.Conn(), begin: beginRead}
+	if write {
+		t.begin = beginWrite
+	}
 	done := false
 	defer func() {
-		if !done {
-			// fn's error or panic is what the caller needs; a failed
-			// rollback closes the connection, which rolls back too.
+		if !done && t.begun {
+			// fn's error or panic is what the caller needs; if the
+			// rollback fails, closing the connection rolls back too.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 			defer cancel()
-			_ = pgTx.Rollback(rctx)
+			if _, err := t.conn.Exec(rctx, `ROLLBACK`); err != nil {
+				t.conn.Close(rctx)
+			}
 		}
 	}()
-	if write {
-		if _, err := pgTx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, writerLock); err != nil {
-			return fmt.Errorf("take the writer lock: %w", err)
-		}
-	}
-	if err := fn(&tx{tx: pgTx}); err != nil {
+	if err := fn(t); err != nil {
 		return err
 	}
-	if !write {
+	if !write || !t.begun {
+		// Nothing to commit: a View's snapshot, or an Update that
+		// ran no statement.
 		return nil
 	}
 	// A context that ended while fn ran must not let its writes commit.
@@ -149,8 +165,15 @@ func (s *Store) run(ctx context.Context, fn func(store.Tx) error, write bool) er
 		return fmt.Errorf("commit transaction: %w", err)
 	}
 	done = true
-	if err := pgTx.Commit(ctx); err != nil {
+	tag, err := t.conn.Exec(ctx, `COMMIT`)
+	if err != nil {
+		t.conn.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("commit transaction: %w", err)
+	}
+	// COMMIT of a transaction that a failed statement aborted rolls it
+	// back and says so only in its tag.
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("commit transaction: the transaction was aborted by an earlier error (%s)", tag)
 	}
 	return nil
 }

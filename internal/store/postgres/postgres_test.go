@@ -1,9 +1,7 @@
 package postgres_test
 
 import (
-	"context"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,17 +14,9 @@ import (
 	"github.com/berthrun/berth/internal/store/storetest"
 )
 
-// pg is the PostgreSQL server of this package's tests.
-var pg *pgtest.Server
-
-func TestMain(m *testing.M) {
-	if code, ok := storetest.CrashChild(func(ctx context.Context, dsn string) (store.Store, error) {
-		return postgres.Open(ctx, dsn)
-	}); ok {
-		os.Exit(code)
-	}
-	os.Exit(pgtest.Main(m, &pg))
-}
+// pg returns the PostgreSQL server of this package's tests, which TestMain,
+// in the internal tests, makes.
+func pg() *pgtest.Server { return postgres.Server() }
 
 func open(t testing.TB, dsn string) *postgres.Store {
 	t.Helper()
@@ -39,20 +29,20 @@ func open(t testing.TB, dsn string) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return open(t, pg.Database(t))
+		return open(t, pg().Database(t))
 	})
 }
 
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Store {
-		return open(b, pg.Database(b))
+		return open(b, pg().Database(b))
 	})
 }
 
 // TestCrash kills writers mid-transaction; PostgreSQL must roll back what
 // they left open and keep what they committed.
 func TestCrash(t *testing.T) {
-	dsn := pg.Database(t)
+	dsn := pg().Database(t)
 	storetest.Crash(t, dsn, func(t *testing.T) store.Store { return open(t, dsn) }, func(t *testing.T) {
 		checkOrphans(t, dsn)
 	})
@@ -85,7 +75,7 @@ func checkOrphans(t *testing.T, dsn string) {
 // increment.
 func TestTwoStores(t *testing.T) {
 	ctx := t.Context()
-	dsn := pg.Database(t)
+	dsn := pg().Database(t)
 	stores := []*postgres.Store{open(t, dsn), open(t, dsn)}
 	for _, s := range stores {
 		t.Cleanup(func() { s.Close() })
@@ -135,7 +125,7 @@ func TestTwoStores(t *testing.T) {
 // Berth replicas starting together do: the migration lock lets exactly one
 // create the schema and the others find it current.
 func TestConcurrentOpen(t *testing.T) {
-	dsn := pg.Database(t)
+	dsn := pg().Database(t)
 	const n = 6
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -179,7 +169,7 @@ func migrationRows(t *testing.T, dsn string) string {
 }
 
 func TestOpenErrors(t *testing.T) {
-	newer := pg.Database(t)
+	newer := pg().Database(t)
 	s := open(t, newer)
 	s.Close()
 	conn, err := pgx.Connect(t.Context(), newer)
@@ -206,7 +196,7 @@ func TestOpenErrors(t *testing.T) {
 		{"wrong password", wrongPassword, "password authentication failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "wrong password" && pg.Password() == "" {
+			if tc.name == "wrong password" && pg().Password() == "" {
 				t.Skip("the server of $" + pgtest.EnvDSN + " may not ask for passwords")
 			}
 			s, err := postgres.Open(t.Context(), tc.dsn)
@@ -217,7 +207,7 @@ func TestOpenErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Open: %v, want an error saying %q", err, tc.want)
 			}
-			if pw := pg.Password(); pw != "" && strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "wrong-secret") {
+			if pw := pg().Password(); pw != "" && strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "wrong-secret") {
 				t.Errorf("Open: error %q holds the password", err)
 			}
 		})

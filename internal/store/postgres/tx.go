@@ -5,16 +5,45 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/berthrun/berth/internal/store"
 )
 
-// tx implements store.Tx on a pgx transaction.
+// tx implements store.Tx on a connection, opening the transaction with its
+// first statement.
 type tx struct {
-	tx pgx.Tx
+	conn *pgx.Conn
+	// begin holds the statements that open the transaction until they
+	// are sent; begun is set once they are.
+	begin []string
+	begun bool
+}
+
+// batch returns a batch that opens the transaction first if it is not yet
+// open, and the number of opening statements it holds.
+func (t *tx) batch() (*pgx.Batch, int) {
+	b := &pgx.Batch{}
+	n := len(t.begin)
+	for _, q := range t.begin {
+		b.Queue(q)
+	}
+	t.begin, t.begun = nil, true
+	return b, n
+}
+
+// opened reads the results of the n opening statements of a batch.
+func opened(br pgx.BatchResults, n int) error {
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	return nil
 }
 
 // exec runs a write inside a savepoint, so that a failing statement leaves
@@ -22,11 +51,18 @@ type tx struct {
 // to the store's. The savepoint, the statement and its release go in one
 // round trip. It returns the number of rows the statement affected.
 func (t *tx) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	b := &pgx.Batch{}
+	if err := checkText(args); err != nil {
+		return 0, err
+	}
+	b, n := t.batch()
 	b.Queue(`SAVEPOINT berth_stmt`)
 	b.Queue(query, args...)
 	b.Queue(`RELEASE SAVEPOINT berth_stmt`)
-	br := t.tx.SendBatch(ctx, b)
+	br := t.conn.SendBatch(ctx, b)
+	if err := opened(br, n); err != nil {
+		br.Close()
+		return 0, err
+	}
 	_, spErr := br.Exec()
 	tag, err := br.Exec()
 	_, relErr := br.Exec()
@@ -37,7 +73,7 @@ func (t *tx) exec(ctx context.Context, query string, args ...any) (int64, error)
 	if err != nil {
 		// The release failed too, since the transaction is in error;
 		// undo the statement alone.
-		if _, rbErr := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT berth_stmt; RELEASE SAVEPOINT berth_stmt`); rbErr != nil {
+		if _, rbErr := t.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT berth_stmt; RELEASE SAVEPOINT berth_stmt`); rbErr != nil {
 			return 0, errors.Join(classify(err), fmt.Errorf("roll back the failed statement: %w", rbErr))
 		}
 		return 0, classify(err)
@@ -61,32 +97,88 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 	return nil
 }
 
+// query runs a query, in the batch that opens the transaction if it is the
+// first statement, and calls each with its rows.
+func (t *tx) query(ctx context.Context, each func(pgx.Rows) error, query string, args ...any) error {
+	if t.begun {
+		rows, err := t.conn.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return each(rows)
+	}
+	b, n := t.batch()
+	b.Queue(query, args...)
+	br := t.conn.SendBatch(ctx, b)
+	if err := opened(br, n); err != nil {
+		br.Close()
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return err
+	}
+	err = each(rows)
+	rows.Close()
+	return errors.Join(err, br.Close())
+}
+
+// checkText refuses string arguments that PostgreSQL's text cannot hold:
+// invalid UTF-8 and NUL bytes, which SQLite stores. Sent to the server they
+// would fail the statement and abort the transaction.
+func checkText(args []any) error {
+	for _, a := range args {
+		if s, ok := a.(string); ok && (!utf8.ValidString(s) || strings.ContainsRune(s, 0)) {
+			return fmt.Errorf("text %q is not valid UTF-8 without NUL bytes, as PostgreSQL requires", s)
+		}
+	}
+	return nil
+}
+
 // get runs a query for one row and scans it, reporting store.ErrNotFound if
 // there is none.
 func get[T any](ctx context.Context, t *tx, scan func(pgx.Row) (T, error), query string, args ...any) (T, error) {
-	v, err := scan(t.tx.QueryRow(ctx, query, args...))
-	if errors.Is(err, pgx.ErrNoRows) {
+	var v T
+	if checkText(args) != nil {
+		// No row can hold a key that checkText refuses to write.
 		return v, store.ErrNotFound
 	}
+	err := t.query(ctx, func(rows pgx.Rows) error {
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return store.ErrNotFound
+		}
+		var err error
+		if v, err = scan(rows); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	}, query, args...)
 	return v, err
 }
 
 // list runs a query and scans every row.
 func list[T any](ctx context.Context, t *tx, scan func(pgx.Row) (T, error), query string, args ...any) ([]T, error) {
-	rows, err := t.tx.Query(ctx, query, args...)
-	if err != nil {
+	if err := checkText(args); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
+	err := t.query(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
 		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		return rows.Err()
+	}, query, args...)
+	return out, err
 }
 
 // sqlLimit turns a page size into a LIMIT argument, where NULL means none.
