@@ -101,7 +101,9 @@ func Describe(cfg *pgx.ConnConfig) string {
 }
 
 // Update implements store.Store. Calling Update again from inside fn waits
-// for the writer lock that the outer Update holds, until ctx is done.
+// for the writer lock that the outer Update holds, until ctx is done. fn
+// may run more than once if its connection is found dead at its first
+// statement (see run).
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return s.run(ctx, fn, true)
 }
@@ -122,10 +124,45 @@ var (
 	beginRead = []string{`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`}
 )
 
-// run runs fn in a transaction, committing it if write is set and fn
+// maxAttempts bounds how often a transaction is tried when its connection
+// turns out to be dead.
+const maxAttempts = 3
+
+// run runs fn in a transaction (see runOnce). If the transaction could not
+// be opened because its connection was gone, which happens to connections
+// the pool holds when the server restarts or a proxy drops them, and fn
+// passed that error up, nothing ran on the server, so fn is run again on
+// another connection.
+func (s *Store) run(ctx context.Context, fn func(store.Tx) error, write bool) error {
+	for attempt := 1; ; attempt++ {
+		err := s.runOnce(ctx, fn, write)
+		var oe *openError
+		if attempt == maxAttempts || !errors.As(err, &oe) || ctx.Err() != nil || !connectionLost(oe.err) {
+			return err
+		}
+		// What ended one connection (a server restart, a network
+		// outage) has most likely ended the pool's others too.
+		s.pool.Reset()
+	}
+}
+
+// connectionLost reports whether err says that the connection failed,
+// rather than that the server refused a statement.
+func connectionLost(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08 is connection exceptions; 57P01 to 57P03 are the
+		// server shutting down, crashed or starting.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	// Not the server's answer: the network, or a closed connection.
+	return true
+}
+
+// runOnce runs fn in a transaction, committing it if write is set and fn
 // succeeds, and rolling it back otherwise, including when fn panics: the
 // deferred rollback runs while the panic goes on up the stack.
-func (s *Store) run(ctx context.Context, fn func(store.Tx) error, write bool) error {
+func (s *Store) runOnce(ctx context.Context, fn func(store.Tx) error, write bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}

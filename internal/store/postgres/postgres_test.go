@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -211,5 +212,76 @@ func TestOpenErrors(t *testing.T) {
 				t.Errorf("Open: error %q holds the password", err)
 			}
 		})
+	}
+}
+
+// TestConnectionsDropped ends every connection of the store from the
+// server's side, as a server restart or a proxy would: the store's next
+// transactions run on new connections.
+func TestConnectionsDropped(t *testing.T) {
+	ctx := t.Context()
+	dsn := pg().Database(t)
+	s := open(t, dsn)
+	defer s.Close()
+	create := func(id string) error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			return tx.CreateRuntime(ctx, store.Runtime{ID: id, Name: id})
+		})
+	}
+	if err := create("before"); err != nil {
+		t.Fatal(err)
+	}
+	// Views that wait for each other fill the pool with connections.
+	const views = 4
+	var wg sync.WaitGroup
+	all := make(chan struct{})
+	var in atomic.Int32
+	for range views {
+		wg.Go(func() {
+			err := s.View(ctx, func(tx store.Tx) error {
+				if _, err := tx.GetRuntime(ctx, "before"); err != nil {
+					return err
+				}
+				if in.Add(1) == views {
+					close(all)
+				}
+				<-all
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var ended int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = $1 AND pid <> pg_backend_pid()) AS t`, strings.TrimPrefix(u.Path, "/")).Scan(&ended)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ended == 0 {
+		t.Fatal("the store has no connection to end")
+	}
+	// The pool's connections are dead; the store finds out at the
+	// first statement and runs the transaction again on a new one.
+	if err := create("after"); err != nil {
+		t.Fatalf("update after the connections were ended: %v", err)
+	}
+	err = s.View(ctx, func(tx store.Tx) error {
+		_, err := tx.GetRuntime(ctx, "before")
+		return err
+	})
+	if err != nil {
+		t.Errorf("view after the connections were ended: %v", err)
 	}
 }

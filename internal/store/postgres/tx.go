@@ -40,11 +40,18 @@ func (t *tx) batch() (*pgx.Batch, int) {
 func opened(br pgx.BatchResults, n int) error {
 	for range n {
 		if _, err := br.Exec(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
+			return &openError{err: err}
 		}
 	}
 	return nil
 }
+
+// openError reports that a transaction could not be opened, so that no
+// statement of it ran.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return "begin transaction: " + e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
 
 // exec runs a write inside a savepoint, so that a failing statement leaves
 // the transaction usable, as it does in SQLite, and maps constraint errors

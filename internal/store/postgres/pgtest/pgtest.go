@@ -179,6 +179,8 @@ func startCluster(ctx context.Context, bin string) (_ *instance, err error) {
 		"--pwfile", pwfile, "--auth-local", "trust", "--auth-host", "scram-sha-256",
 		"--encoding", "UTF8", "--locale", "C", "--no-sync")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	// The tests' working directory may be closed to the user postgres.
+	initdb.Dir = dir
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
@@ -194,12 +196,15 @@ func startCluster(ctx context.Context, bin string) (_ *instance, err error) {
 		Path:     "/postgres",
 		RawQuery: "sslmode=disable",
 	}
-	// Durability is of no use in a throwaway cluster, and fsync is slow.
+	// Surviving a power loss is of no use in a throwaway cluster, and
+	// fsync is slow; commits still wait for their WAL to be written, so
+	// acknowledged transactions survive the server process being killed.
 	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data,
 		"-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(port),
 		"-c", "unix_socket_directories="+dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "fsync=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+	s.cmd.Dir = dir
 	// The server must not outlive the tests, even if they crash.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	s.cmd.Stdout = io.Discard
