@@ -49,6 +49,17 @@ func TestCrash(t *testing.T) {
 	})
 }
 
+// TestServerCrash kills the PostgreSQL server, with all its processes,
+// while a child process writes, then the child: what the child saw
+// committed must survive the server's recovery, and nothing half-written
+// may.
+func TestServerCrash(t *testing.T) {
+	dsn := pg().Database(t)
+	storetest.CrashServer(t, dsn, func(t *testing.T) store.Store { return open(t, dsn) },
+		func(t *testing.T) { checkOrphans(t, dsn) },
+		func(t *testing.T) { pg().Crash(t) })
+}
+
 // checkOrphans checks, behind the store's back, that no version or endpoint
 // lacks its runtime.
 func checkOrphans(t *testing.T, dsn string) {

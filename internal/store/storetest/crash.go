@@ -99,6 +99,18 @@ func crashChild(open func(ctx context.Context, addr string) (store.Store, error)
 // CrashChild. open opens the store at addr in the test; check, if not nil,
 // runs the backend's own integrity checks after each kill, before open.
 func Crash(t *testing.T, addr string, open func(t *testing.T) store.Store, check func(t *testing.T)) {
+	crashRounds(t, addr, open, check, nil)
+}
+
+// CrashServer is Crash for a store kept by a server (a database server):
+// in each round crash kills the server while the child writes, and starts
+// it again, before the child is killed too. What the child reported
+// committed must have survived the server's crash.
+func CrashServer(t *testing.T, addr string, open func(t *testing.T) store.Store, check, crash func(t *testing.T)) {
+	crashRounds(t, addr, open, check, crash)
+}
+
+func crashRounds(t *testing.T, addr string, open func(t *testing.T) store.Store, check, crashServer func(t *testing.T)) {
 	committed := map[string]bool{}
 	for round := range 8 {
 		killAfter := 3 + 2*round // commits seen before the kill
@@ -125,7 +137,11 @@ func Crash(t *testing.T, addr string, open func(t *testing.T) store.Store, check
 		// across rounds the kill lands in all phases of a write.
 		perCommit := last.Sub(first) / time.Duration(killAfter-1)
 		time.Sleep(rand.N(2*perCommit + 1))
-		if err := cmd.Process.Kill(); err != nil {
+		if crashServer != nil {
+			// The child may fail, or go on once the server is back.
+			crashServer(t)
+		}
+		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			t.Fatal(err)
 		}
 		// Lines printed before the kill are still in the pipe.
@@ -134,7 +150,10 @@ func Crash(t *testing.T, addr string, open func(t *testing.T) store.Store, check
 		}
 		err = cmd.Wait()
 		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != -1 {
+		killed := errors.As(err, &exit) && exit.ExitCode() == -1
+		// With the server gone, the child may also give up on its own.
+		failed := crashServer != nil && errors.As(err, &exit) && exit.ExitCode() == 2
+		if !killed && !failed {
 			t.Fatalf("round %d: child did not die by the kill: %v; stderr:\n%s", round, err, stderr.String())
 		}
 		if check != nil {

@@ -64,11 +64,13 @@ type instance struct {
 	// password is the superuser's, for a server this package started.
 	password string
 
+	argv    []string // runs the server
+	cred    *syscall.Credential
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	stderr  *strings.Builder // of cmd; read once exited is closed
 	dir     string
 	counter atomic.Int64
-	stdout  strings.Builder
 }
 
 // Main stores a new Server in *srv, runs the tests and stops the server if
@@ -188,7 +190,7 @@ func startCluster(ctx context.Context, bin string) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &instance{dir: dir, password: password, exited: make(chan struct{})}
+	s := &instance{dir: dir, password: password}
 	s.admin = &url.URL{
 		Scheme:   "postgres",
 		User:     url.UserPassword("postgres", password),
@@ -199,28 +201,61 @@ func startCluster(ctx context.Context, bin string) (_ *instance, err error) {
 	// Surviving a power loss is of no use in a throwaway cluster, and
 	// fsync is slow; commits still wait for their WAL to be written, so
 	// acknowledged transactions survive the server process being killed.
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data,
+	s.argv = []string{filepath.Join(bin, "postgres"), "-D", data,
 		"-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(port),
-		"-c", "unix_socket_directories="+dir,
+		"-c", "unix_socket_directories=" + dir,
 		"-c", "fsync=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
-	s.cmd.Dir = dir
-	// The server must not outlive the tests, even if they crash.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	s.cmd.Stdout = io.Discard
-	s.cmd.Stderr = &s.stdout
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	go func() {
-		s.cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitReady(ctx); err != nil {
-		s.stop()
+		"-c", "max_connections=300", "-c", "shared_buffers=32MB"}
+	s.cred = cred
+	if err := s.launch(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// launch runs postgres and waits until it accepts connections.
+func (s *instance) launch(ctx context.Context) error {
+	s.cmd = exec.Command(s.argv[0], s.argv[1:]...)
+	s.cmd.Dir = s.dir
+	// The server must not outlive the tests, even if they crash; its own
+	// process group lets Crash kill it with all its backends.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	s.cmd.Stdout = io.Discard
+	s.stderr = &strings.Builder{}
+	s.cmd.Stderr = s.stderr
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	s.exited = exited
+	cmd := s.cmd
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	if err := s.waitReady(ctx); err != nil {
+		s.stop()
+		return err
+	}
+	return nil
+}
+
+// Crash kills the server and all its processes with SIGKILL, as a crash
+// would, and starts it again on the same files, where it recovers from its
+// write-ahead log. It skips the test for a server named by
+// $BERTH_TEST_POSTGRES, which is not this package's to kill.
+func (s *Server) Crash(tb testing.TB) {
+	tb.Helper()
+	if s.instance == nil || s.cmd == nil {
+		tb.Skip("pgtest: the server is not one this package started, so it cannot crash it")
+	}
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		tb.Fatalf("pgtest: kill postgres: %v", err)
+	}
+	<-s.exited
+	if err := s.launch(tb.Context()); err != nil {
+		tb.Fatalf("pgtest: restart postgres after the crash: %v", err)
+	}
 }
 
 // credential returns the user to run PostgreSQL as: nil (the current user)
@@ -266,7 +301,7 @@ func (s *instance) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("postgres exited while starting: %s", s.stdout.String())
+			return fmt.Errorf("postgres exited while starting: %s", s.stderr.String())
 		case <-ctx.Done():
 			return fmt.Errorf("postgres did not accept connections: %w; last error: %v", ctx.Err(), err)
 		case <-time.After(50 * time.Millisecond):
@@ -307,8 +342,7 @@ func (s *instance) stop() error {
 	case <-s.exited:
 		return nil
 	case <-time.After(30 * time.Second):
-		// Its backends exit on their own once the postmaster is gone.
-		s.cmd.Process.Kill()
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) // with its backends
 		<-s.exited
 		return errors.New("stop postgres: it did not shut down within 30s; killed")
 	}
