@@ -113,17 +113,6 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	return s.run(ctx, fn, false)
 }
 
-// The statements that open a transaction. They are not sent on their own
-// but in one round trip with the transaction's first statement (see
-// tx.opening), which saves a round trip per transaction.
-var (
-	beginWrite = []string{
-		`BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE`,
-		fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, %d)`, lockClass, writerLock),
-	}
-	beginRead = []string{`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`}
-)
-
 // maxAttempts bounds how often a transaction is tried when its connection
 // turns out to be dead.
 const maxAttempts = 3
@@ -173,10 +162,7 @@ func (s *Store) runOnce(ctx context.Context, fn func(store.Tx) error, write bool
 	// Release drops, rather than pools, a connection left inside a
 	// transaction or broken.
 	defer conn.Release()
-	t := &tx{conn: conn.Conn(), begin: beginRead}
-	if write {
-		t.begin = beginWrite
-	}
+	t := &tx{conn: conn.Conn(), write: write}
 	done := false
 	defer func() {
 		if !done && t.begun {

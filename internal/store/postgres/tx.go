@@ -17,23 +17,29 @@ import (
 // tx implements store.Tx on a connection, opening the transaction with its
 // first statement.
 type tx struct {
-	conn *pgx.Conn
-	// begin holds the statements that open the transaction until they
-	// are sent; begun is set once they are.
-	begin []string
-	begun bool
+	conn  *pgx.Conn
+	write bool // an Update's transaction, else a View's
+	begun bool // the opening statements are sent
 }
 
-// batch returns a batch that opens the transaction first if it is not yet
-// open, and the number of opening statements it holds.
+// batch returns a batch that first opens the transaction, if that is not
+// done yet, and the number of opening statements it holds. They go in one
+// round trip with the transaction's first statement rather than in one of
+// their own: a read-write transaction begins and takes the writer lock, a
+// read-only one begins.
 func (t *tx) batch() (*pgx.Batch, int) {
 	b := &pgx.Batch{}
-	n := len(t.begin)
-	for _, q := range t.begin {
-		b.Queue(q)
+	if t.begun {
+		return b, 0
 	}
-	t.begin, t.begun = nil, true
-	return b, n
+	t.begun = true
+	if !t.write {
+		b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
+		return b, 1
+	}
+	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE`)
+	b.Queue(`SELECT pg_advisory_xact_lock($1, $2)`, lockClass, writerLock)
+	return b, 2
 }
 
 // opened reads the results of the n opening statements of a batch.
