@@ -103,6 +103,9 @@ func start(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return &instance{unavailable: err.Error()}, nil
 	}
+	if _, err := credential(); err != nil {
+		return &instance{unavailable: err.Error()}, nil
+	}
 	var lastErr error
 	// The free port may be taken by someone else between finding it and
 	// the server binding it; a few tries make that harmless.
