@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,8 +22,8 @@ func serverCommand() *cobra.Command {
 		Use:   "server",
 		Short: "Run the Berth server",
 		Long: `Run the Berth server: the AgentCore-compatible control and data planes on one
-HTTP listener, with state in a SQLite database under the data directory and each
-agent session in its own sandbox.
+HTTP listener, with state in a SQLite database under the data directory (or, with
+--store postgres://..., in PostgreSQL) and each agent session in its own sandbox.
 
 Point the AWS SDKs at it with AWS_ENDPOINT_URL_BEDROCK_AGENTCORE and
 AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
@@ -33,6 +34,9 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 				return err
 			}
 			cfg.Logger = log
+			if cfg.Store == "" {
+				cfg.Store = os.Getenv("BERTH_STORE")
+			}
 			// Every call must be signed (SigV4, or a runtime's JWT) unless
 			// the operator says, loudly, otherwise.
 			cfg.Auth = !insecure
@@ -58,6 +62,8 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("BERTH_DATA_DIR", server.DefaultDataDir()), "directory for the database, code bundles, sandboxes and session logs (env BERTH_DATA_DIR)")
+	// No env default here: help would print it, password and all.
+	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL (postgres://user@host:5432/db?sslmode=require) to keep state in; empty for SQLite in the data directory (env BERTH_STORE; the password is best given in PGPASSWORD or ~/.pgpass)")
 	f.StringVar(&cfg.Addr, "listen", envOr("BERTH_LISTEN", server.DefaultAddr), "address to serve the API on (env BERTH_LISTEN)")
 	f.StringVar(&cfg.Region, "region", envOr("BERTH_REGION", "us-east-1"), "region used in ARNs and given to agents as AWS_REGION (env BERTH_REGION)")
 	f.StringVar(&cfg.AccountID, "account-id", envOr("BERTH_ACCOUNT_ID", "000000000000"), "12-digit account ID used in ARNs (env BERTH_ACCOUNT_ID)")

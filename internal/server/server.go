@@ -15,7 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/berthrun/berth/internal/api"
 	"github.com/berthrun/berth/internal/artifact"
@@ -25,6 +28,8 @@ import (
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/session"
+	"github.com/berthrun/berth/internal/store"
+	"github.com/berthrun/berth/internal/store/postgres"
 	"github.com/berthrun/berth/internal/store/sqlite"
 	"github.com/berthrun/berth/internal/telemetry"
 )
@@ -37,6 +42,11 @@ type Config struct {
 	// DataDir holds the database, code bundles, sandbox state and session
 	// logs.
 	DataDir string
+	// Store, if set, is a PostgreSQL connection URL
+	// (postgres://user:password@host/db?sslmode=...) of the database to
+	// keep state in instead of SQLite in DataDir. It may hold a password,
+	// so it is never logged; Describe's form of it is.
+	Store string
 	// Addr is the TCP address to listen on.
 	Addr string
 	// Region and AccountID appear in ARNs.
@@ -108,6 +118,8 @@ type Server struct {
 	// cancelRequests ends the contexts of requests in flight.
 	cancelRequests context.CancelFunc
 	logDir         string
+	// storeName says where the state is, without secrets, for the log.
+	storeName string
 }
 
 // New opens everything under cfg.DataDir and listens on cfg.Addr; Serve
@@ -145,16 +157,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "berth.db"))
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.closers = append(s.closers, func() { st.Close() })
-	for _, suffix := range []string{"", "-wal", "-shm"} {
-		if err := os.Chmod(filepath.Join(cfg.DataDir, "berth.db"+suffix), 0o600); err != nil && !os.IsNotExist(err) {
-			return nil, fmt.Errorf("protect the database: %w", err)
-		}
-	}
+	s.storeName = where
 
 	arts, err := artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), artifact.Options{})
 	if err != nil {
@@ -259,7 +267,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve answers requests until ctx ends, then shuts down gracefully: it stops
 // accepting calls, ends every session and closes the store.
 func (s *Server) Serve(ctx context.Context) error {
-	s.log.Info("berth serving", "addr", s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	s.log.Info("berth serving", "addr", s.ln.Addr().String(), "data_dir", s.cfg.DataDir, "store", s.storeName)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
 	poolCtx, stopPools := context.WithCancel(ctx)
@@ -403,4 +411,40 @@ func (s *Server) openKeys() (*auth.Verifier, error) {
 		return nil, fmt.Errorf("create spool directory: %w", err)
 	}
 	return &auth.Verifier{Keys: keys, TempDir: spool}, nil
+}
+
+// openStore opens the store cfg names: the PostgreSQL database of
+// cfg.Store, or else the SQLite database in cfg.DataDir. It also returns
+// where the store is, in a form without secrets.
+func openStore(ctx context.Context, cfg Config) (store.Store, string, error) {
+	if cfg.Store != "" {
+		// The URL may hold a password: errors name only its scheme.
+		scheme, _, ok := strings.Cut(cfg.Store, "://")
+		if !ok || (scheme != "postgres" && scheme != "postgresql") {
+			return nil, "", errors.New("store: want a postgres:// or postgresql:// URL, or none for SQLite in the data directory")
+		}
+		pcfg, err := pgxpool.ParseConfig(cfg.Store)
+		if err != nil {
+			// pgx masks the password in parse errors.
+			return nil, "", fmt.Errorf("store: %w", err)
+		}
+		where := "postgres " + postgres.Describe(pcfg.ConnConfig)
+		st, err := postgres.OpenConfig(ctx, pcfg)
+		if err != nil {
+			return nil, "", err
+		}
+		return st, where, nil
+	}
+	path := filepath.Join(cfg.DataDir, "berth.db")
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, 0o600); err != nil && !os.IsNotExist(err) {
+			st.Close()
+			return nil, "", fmt.Errorf("protect the database: %w", err)
+		}
+	}
+	return st, "sqlite " + path, nil
 }

@@ -2,8 +2,8 @@
 // immutable versions, their endpoints and the idempotency records of the
 // control plane.
 //
-// Backends (SQLite first, PostgreSQL later) implement Store in sub-packages
-// and pass the conformance suite in storetest. The store knows nothing of the
+// Backends (sqlite, the embedded default, and postgres) implement Store in
+// sub-packages and pass the conformance suite in storetest. The store knows nothing of the
 // wire API: a version's configuration is an opaque document that the control
 // package encodes.
 package store

@@ -1,17 +1,12 @@
 package sqlite_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,16 +17,11 @@ import (
 	"github.com/berthrun/berth/internal/store/storetest"
 )
 
-// crashEnv, when set in the environment, makes the test binary run
-// crashChild instead of the tests; its value is the database path.
-const (
-	crashEnv      = "BERTH_SQLITE_CRASH_DB"
-	crashRoundEnv = "BERTH_SQLITE_CRASH_ROUND"
-)
-
 func TestMain(m *testing.M) {
-	if path := os.Getenv(crashEnv); path != "" {
-		os.Exit(crashChild(path, os.Getenv(crashRoundEnv)))
+	if code, ok := storetest.CrashChild(func(ctx context.Context, path string) (store.Store, error) {
+		return sqlite.Open(ctx, path)
+	}); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -245,108 +235,23 @@ func TestTwoStores(t *testing.T) {
 	}
 }
 
-// crashRecord returns what crashChild writes in one transaction: a runtime
-// with its version 1, carrying a large config so that the process is likely
-// inside a transaction when it is killed, and its DEFAULT endpoint.
-func crashRecord(id string, seq int) (store.Runtime, store.Version, store.Endpoint) {
-	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Millisecond)
-	config := bytes.Repeat([]byte(id), 64<<10/len(id)*(1+seq%4))
-	return store.Runtime{ID: id, Name: id, LatestVersion: 1, CreatedAt: now, UpdatedAt: now},
-		store.Version{RuntimeID: id, Number: 1, Status: "READY", Artifact: id, Config: config, CreatedAt: now, UpdatedAt: now},
-		store.Endpoint{RuntimeID: id, Name: "DEFAULT", ID: "ep-" + id, LiveVersion: 1, TargetVersion: 1, Status: "READY",
-			CreatedAt: now, UpdatedAt: now}
-}
-
-// crashChild writes runtimes to the store at path, one transaction each, and
-// prints the ID of each after it commits, until it is killed, its output is
-// gone or it has written a bounded number. It returns the exit code.
-func crashChild(path, round string) int {
-	ctx := context.Background()
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	defer s.Close()
-	for seq := range 10000 {
-		id := fmt.Sprintf("r%s-%05d", round, seq)
-		r, v, e := crashRecord(id, seq)
-		err := s.Update(ctx, func(tx store.Tx) error {
-			if err := tx.CreateRuntime(ctx, r); err != nil {
-				return err
-			}
-			if err := tx.CreateVersion(ctx, v); err != nil {
-				return err
-			}
-			return tx.CreateEndpoint(ctx, e)
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 2
-		}
-		if _, err := fmt.Println(id); err != nil {
-			return 0 // the test is gone
-		}
-	}
-	return 0
-}
-
 // TestCrash kills, with SIGKILL, a process writing to the store, several
-// times, and checks after each kill that the database is intact, that every
-// transaction the child reported committed is there, and that every
-// transaction there is whole.
+// times, and checks after each kill that the database file is intact and
+// holds every committed transaction whole.
 func TestCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "berth.db")
-	committed := map[string]bool{}
-	for round := range 8 {
-		killAfter := 3 + 2*round // commits seen before the kill
-		cmd := exec.CommandContext(t.Context(), os.Args[0])
-		cmd.Env = append(os.Environ(), crashEnv+"="+path, crashRoundEnv+"="+strconv.Itoa(round))
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(out)
-		var first, last time.Time
-		for seen := 0; seen < killAfter && lines.Scan(); seen++ {
-			committed[lines.Text()] = true
-			if last = time.Now(); seen == 0 {
-				first = last
-			}
-		}
-		// Kill at a random point of the next transactions, so that
-		// across rounds the kill lands in all phases of a write.
-		perCommit := last.Sub(first) / time.Duration(killAfter-1)
-		time.Sleep(rand.N(2*perCommit + 1))
-		if err := cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		// Lines printed before the kill are still in the pipe.
-		for lines.Scan() {
-			committed[lines.Text()] = true
-		}
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != -1 {
-			t.Fatalf("round %d: child did not die by the kill: %v; stderr:\n%s", round, err, stderr.String())
-		}
-		// Each child may have committed once more than it printed.
-		checkCrashed(t, path, committed, round+1)
-	}
+	storetest.Crash(t, path, func(t *testing.T) store.Store { return open(t, path) }, func(t *testing.T) {
+		checkIntegrity(t, path)
+	})
 }
 
-// checkCrashed checks the database at path after a crash: it is intact,
-// holds every runtime in committed and at most maxExtra others, and each
-// runtime is whole.
-func checkCrashed(t *testing.T, path string, committed map[string]bool, maxExtra int) {
+// checkIntegrity checks the database file at path with SQLite's own
+// integrity and foreign key checks.
+func checkIntegrity(t *testing.T, path string) {
 	t.Helper()
 	ctx := t.Context()
 	db := rawDB(t, path)
+	defer db.Close()
 	var integrity string
 	if err := db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&integrity); err != nil {
 		t.Fatal(err)
@@ -360,52 +265,5 @@ func checkCrashed(t *testing.T, path string, committed map[string]bool, maxExtra
 	}
 	if orphans != 0 {
 		t.Errorf("foreign key check finds %d orphans", orphans)
-	}
-	db.Close()
-
-	s := open(t, path)
-	defer s.Close()
-	err := s.View(ctx, func(tx store.Tx) error {
-		rs, err := tx.ListRuntimes(ctx, "", 0)
-		if err != nil {
-			return err
-		}
-		found := map[string]bool{}
-		for _, r := range rs {
-			found[r.ID] = true
-			_, n, _ := strings.Cut(r.ID, "-")
-			seq, err := strconv.Atoi(n)
-			if err != nil {
-				t.Errorf("unexpected runtime %+v", r)
-				continue
-			}
-			wantR, wantV, wantE := crashRecord(r.ID, seq)
-			v, err := tx.GetVersion(ctx, r.ID, 1)
-			if err != nil {
-				t.Errorf("runtime %s has no version 1: %v", r.ID, err)
-				continue
-			}
-			e, err := tx.GetEndpoint(ctx, r.ID, "DEFAULT")
-			if err != nil {
-				t.Errorf("runtime %s has no DEFAULT endpoint: %v", r.ID, err)
-				continue
-			}
-			if !r.CreatedAt.Equal(wantR.CreatedAt) || r.Name != wantR.Name ||
-				!bytes.Equal(v.Config, wantV.Config) || v.Artifact != wantV.Artifact || e.ID != wantE.ID {
-				t.Errorf("runtime %s is not what was written", r.ID)
-			}
-		}
-		for id := range committed {
-			if !found[id] {
-				t.Errorf("runtime %s was committed but is gone", id)
-			}
-		}
-		if extra := len(rs) - len(committed); extra < 0 || extra > maxExtra {
-			t.Errorf("%d runtimes stored, %d reported committed", len(rs), len(committed))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

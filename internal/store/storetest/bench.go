@@ -10,9 +10,9 @@ import (
 
 // Bench measures the transactions the control plane runs most: a read of a
 // runtime and its version, alone and from parallel goroutines, a
-// read-modify-write of a runtime, and the creation of a runtime with its
-// first version and DEFAULT endpoint. open is as for Run; Bench closes the
-// stores it opens.
+// read-modify-write of a runtime, the creation of a runtime with its first
+// version and DEFAULT endpoint, and a page of a runtime list. open is as
+// for Run; Bench closes the stores it opens.
 func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 	b.Run("View", func(b *testing.B) {
 		s := seeded(b, open)
@@ -52,6 +52,33 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 			}
 		}
 	})
+	b.Run("ListRuntimes", func(b *testing.B) {
+		s := seeded(b, open)
+		ctx := b.Context()
+		err := s.Update(ctx, func(tx store.Tx) error {
+			for i := range listSeed {
+				if err := tx.CreateRuntime(ctx, newRuntime(fmt.Sprintf("list-%04d", i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			err := s.View(ctx, func(tx store.Tx) error {
+				rs, err := tx.ListRuntimes(ctx, "list-0100", listPage)
+				if err == nil && len(rs) != listPage {
+					err = fmt.Errorf("listed %d runtimes, want %d", len(rs), listPage)
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("CreateRuntime", func(b *testing.B) {
 		s := seeded(b, open)
 		ctx := b.Context()
@@ -65,6 +92,13 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 		}
 	})
 }
+
+// The ListRuntimes benchmark lists a page of listPage from listSeed
+// runtimes: the API's default page size, from a store of some size.
+const (
+	listSeed = 1000
+	listPage = 100
+)
 
 // seeded opens a store holding runtime "rt" with its version 1.
 func seeded(b *testing.B, open func(b *testing.B) store.Store) store.Store {

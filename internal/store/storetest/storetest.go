@@ -221,6 +221,17 @@ func testRuntimes(t *testing.T, s store.Store) {
 		wantErr(t, "get missing runtime", err, store.ErrNotFound)
 		_, err = tx.GetRuntimeByName(ctx, "missing")
 		wantErr(t, "get runtime by missing name", err, store.ErrNotFound)
+		// Keys from a request's URL may be any bytes.
+		for _, odd := range []string{"\xff\xfe", "a\x00b"} {
+			_, err = tx.GetRuntime(ctx, odd)
+			wantErr(t, fmt.Sprintf("get runtime %q", odd), err, store.ErrNotFound)
+			_, err = tx.GetEndpoint(ctx, odd, "DEFAULT")
+			wantErr(t, fmt.Sprintf("get endpoint of runtime %q", odd), err, store.ErrNotFound)
+		}
+		// The transaction is still usable.
+		if _, err := tx.GetRuntime(ctx, a.ID); err != nil {
+			t.Errorf("get runtime after odd keys: %v", err)
+		}
 		return nil
 	})
 
