@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
 )
@@ -252,4 +254,43 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestNetwork checks the network modes against a host outside made by the
+// test (see sandboxtest.RunNetwork).
+func TestNetwork(t *testing.T) {
+	sandboxtest.RunNetwork(t, networkConfig(t, "runc", runc.Options{}))
+}
+
+// networkConfig is configWith for sandboxtest.RunNetwork: its drivers get a
+// network Manager over the given pool, with a lock file of the test's own.
+func networkConfig(tb testing.TB, binary string, opts runc.Options) sandboxtest.NetworkConfig {
+	skipUnlessAvailable(tb, binary)
+	parent := "/berth-test-" + randomHex(4)
+	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
+	lock := filepath.Join(tb.TempDir(), "network.lock")
+	return sandboxtest.NetworkConfig{
+		NewDriver: func(tb testing.TB, state string, pool netip.Prefix) sandbox.Driver {
+			m, err := network.New(network.Options{Pool: pool, LockFile: lock})
+			if errors.Is(err, network.ErrUnavailable) {
+				tb.Skipf("sandbox networks unavailable: %v", err)
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			o := opts
+			o.Binary, o.StateDir, o.CgroupParent, o.Network = binary, state, parent, m
+			d, err := runc.New(o)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return d
+		},
+		Link: func(state, id string) string {
+			return network.LinkName(filepath.Join(state, "sandboxes", id))
+		},
+		StatePaths: func(state, id string) []string {
+			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
+		},
+	}
 }
