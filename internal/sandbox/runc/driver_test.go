@@ -262,6 +262,29 @@ func TestNetwork(t *testing.T) {
 	sandboxtest.RunNetwork(t, networkConfig(t, "runc", runc.Options{}))
 }
 
+func TestNetworkCrun(t *testing.T) {
+	probe(t, config(t, "crun"))
+	sandboxtest.RunNetwork(t, networkConfig(t, "crun", runc.Options{}))
+}
+
+// TestNetworkNoUserNamespace runs the network tests on sandboxes without a
+// user namespace, whose network namespace then belongs to the host's.
+func TestNetworkNoUserNamespace(t *testing.T) {
+	sandboxtest.RunNetwork(t, networkConfig(t, "runc", runc.Options{NoUserNamespace: true}))
+}
+
+// TestNetworkRefusedWithoutManager checks that a driver without sandbox
+// networks refuses the modes that need one, naming it.
+func TestNetworkRefusedWithoutManager(t *testing.T) {
+	cfg := config(t, "runc")
+	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
+	_, err := d.Start(t.Context(), sandbox.Spec{ID: "no-network", Args: []string{"/bin/true"}, WorkDir: "/workspace",
+		Network: sandbox.Network{Mode: sandbox.NetworkOutbound}})
+	if err == nil || !strings.Contains(err.Error(), "network mode outbound") {
+		t.Fatalf("Start = %v, want an error naming the network mode", err)
+	}
+}
+
 // networkConfig is configWith for sandboxtest.RunNetwork: its drivers get a
 // network Manager over the given pool, with a lock file of the test's own.
 func networkConfig(tb testing.TB, binary string, opts runc.Options) sandboxtest.NetworkConfig {
