@@ -161,6 +161,22 @@ func BenchmarkColdStart(b *testing.B) {
 	sandboxtest.BenchmarkColdStart(b, config(b, "runc"))
 }
 
+// BenchmarkColdStartOutbound is BenchmarkColdStart with outbound network
+// access: the difference is what setting up a sandbox's network costs.
+func BenchmarkColdStartOutbound(b *testing.B) {
+	sandboxtest.BenchmarkColdStartNetwork(b, networkConfig(b, "runc", runc.Options{}), sandbox.Network{Mode: sandbox.NetworkOutbound})
+}
+
+// BenchmarkColdStartAllowlist is BenchmarkColdStartOutbound with an allow
+// list of four addresses (no host name, so no lookup is measured).
+func BenchmarkColdStartAllowlist(b *testing.B) {
+	allow, err := sandbox.ParseDestinations("192.0.2.10:443,198.51.100.0/24,203.0.113.5,203.0.113.6:8443")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sandboxtest.BenchmarkColdStartNetwork(b, networkConfig(b, "runc", runc.Options{}), sandbox.Network{Mode: sandbox.NetworkAllowlist, Allow: allow})
+}
+
 func BenchmarkDial(b *testing.B) {
 	sandboxtest.BenchmarkDial(b, config(b, "runc"))
 }
