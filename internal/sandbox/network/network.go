@@ -100,7 +100,8 @@ type Manager struct {
 	resolver *net.Resolver
 	log      *slog.Logger
 
-	mu sync.Mutex // serialises allocation within the process
+	mu   sync.Mutex // serialises allocation within the process
+	next uint64     // the subnet index allocation looks at first
 }
 
 // ErrUnavailable reports that the host cannot give sandboxes a network (not
@@ -266,7 +267,7 @@ func (m *Manager) Plan(ctx context.Context, link string, n sandbox.Network) (*At
 // failure it removes what it made on the host.
 func (m *Manager) Attach(a *Attachment, nsPath string) error {
 	if err := m.create(a, nsPath, a.mode); err != nil {
-		if rerr := Remove(a.Link); rerr != nil {
+		if rerr := Remove(a.Link, a.Addr); rerr != nil {
 			m.log.Warn("remove a sandbox network that failed to set up", "link", a.Link, "err", rerr)
 		}
 		return err
@@ -391,7 +392,7 @@ func addr(a netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(subnetBits, 32)}}
 }
 
-// allocate returns the first /30 of the pool that no host address is in.
+// allocate returns a /30 of the pool that no host address is in.
 func (m *Manager) allocate() (netip.Prefix, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
@@ -412,22 +413,29 @@ func (m *Manager) allocate() (netip.Prefix, error) {
 	count := uint64(1) << (subnetBits - m.pool.Bits())
 	base := m.pool.Addr().As4()
 	start := uint64(base[0])<<24 | uint64(base[1])<<16 | uint64(base[2])<<8 | uint64(base[3])
-	for i := range count {
+	// Round robin from after the last subnet given: an address is
+	// reused as late as possible.
+	for j := range count {
+		i := (m.next + j) % count
 		v := start + i*size
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), subnetBits)
 		if !used[p] {
+			m.next = i + 1
 			return p, nil
 		}
 	}
 	return netip.Prefix{}, fmt.Errorf("sandbox network %s is full: all %d subnets are in use", m.pool, count)
 }
 
-// Remove deletes what Create made on the host for link: the nftables table
+// Remove deletes what Attach made on the host for link: the nftables table
 // and the host end of the veth pair (which goes by itself with the
 // sandbox's namespace, but the namespace may outlive the sandbox for a
-// moment). What does not exist is skipped, so Remove works on a half-made
-// network and after a crash, without a Manager.
-func Remove(link string) error {
+// moment); and, if addr (the sandbox's address) is valid, the connection
+// tracking entries of the sandbox's connections, so that a late reply
+// cannot reach the next sandbox given that address. What does not exist is
+// skipped, so Remove works on a half-made network and after a crash,
+// without a Manager.
+func Remove(link string, addr netip.Addr) error {
 	var errs []error
 	if err := deleteTable(link); err != nil {
 		errs = append(errs, err)
@@ -438,6 +446,14 @@ func Remove(link string) error {
 		}
 	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
 		errs = append(errs, fmt.Errorf("find veth %s: %w", link, err))
+	}
+	if addr.Is4() {
+		f := &netlink.ConntrackFilter{}
+		if err := f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(addr.AsSlice())); err != nil {
+			errs = append(errs, fmt.Errorf("forget connections of %s: %w", addr, err))
+		} else if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			errs = append(errs, fmt.Errorf("forget connections of %s: %w", addr, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path"
@@ -389,6 +390,9 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 	if err := d.net.Attach(plan, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	if err := d.rt.start(ctx, spec.ID); err != nil {
 		return nil, err
 	}
@@ -439,8 +443,13 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 	}
 	// The marker is written before the network is made and removed with
 	// the sandbox's directory: while it exists, some of it may be left.
-	if _, err := os.Lstat(filepath.Join(d.sandboxes, id, networkMarker)); err == nil {
-		if err := network.Remove(d.linkName(id)); err != nil {
+	if data, err := os.ReadFile(filepath.Join(d.sandboxes, id, networkMarker)); err == nil {
+		// The sandbox's address follows the link's name once known.
+		var addr netip.Addr
+		if f := strings.Fields(string(data)); len(f) > 1 {
+			addr, _ = netip.ParseAddr(f[1])
+		}
+		if err := network.Remove(d.linkName(id), addr); err != nil {
 			return fmt.Errorf("remove sandbox %q: %w", id, err)
 		}
 	}

@@ -178,12 +178,15 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 
 	t.Run("Stop", func(t *testing.T) {
 		link := cfg.Link(state, outbound.sb.ID())
-		gw, _ := sandboxAddrs(t, link)
+		gw, addr := sandboxAddrs(t, link)
 		paths := statePathsOf(cfg, state, outbound.sb.ID())
+		if n := tracked(t, addr); n == 0 {
+			t.Fatalf("no connection of %s is tracked after it made some", addr)
+		}
 		if err := outbound.sb.Stop(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		assertNetworkGone(t, link, gw, paths)
+		assertNetworkGone(t, link, gw, addr, paths)
 	})
 	t.Run("CleanupAfterCrash", func(t *testing.T) {
 		crashState := TempDir(t)
@@ -199,14 +202,14 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 		x.waitReady(t)
 		x.ok(t, "/get", "url", out.url(out.addr, out.port))
 		link := cfg.Link(crashState, x.sb.ID())
-		gw, _ := sandboxAddrs(t, link)
+		gw, addr := sandboxAddrs(t, link)
 		paths := statePathsOf(cfg, crashState, x.sb.ID())
 		// The old driver is dropped without Stop, as if Berth had crashed.
 		d := cfg.NewDriver(t, crashState, crashPool)
 		if err := d.Cleanup(t.Context()); err != nil {
 			t.Fatalf("Cleanup: %v", err)
 		}
-		assertNetworkGone(t, link, gw, paths)
+		assertNetworkGone(t, link, gw, addr, paths)
 		for _, a := range hostAddrs(t) {
 			if crashPool.Contains(a) {
 				t.Errorf("host address %s of the crashed driver's pool %s is left", a, crashPool)
@@ -225,8 +228,8 @@ func statePathsOf(cfg NetworkConfig, state, id string) []string {
 
 // assertNetworkGone checks that nothing of the sandbox whose host link was
 // link is left: the link, its nftables table, its gateway address on the
-// host, and the given paths.
-func assertNetworkGone(t *testing.T, link string, gw netip.Addr, paths []string) {
+// host, the tracked connections of its address addr, and the given paths.
+func assertNetworkGone(t *testing.T, link string, gw, addr netip.Addr, paths []string) {
 	t.Helper()
 	left, err := network.Exists(link)
 	if err != nil {
@@ -240,11 +243,31 @@ func assertNetworkGone(t *testing.T, link string, gw netip.Addr, paths []string)
 			t.Errorf("the sandbox's gateway address %s is left on the host", a)
 		}
 	}
+	if n := tracked(t, addr); n > 0 {
+		t.Errorf("%d connections of the sandbox's address %s are still tracked", n, addr)
+	}
 	for _, p := range paths {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is left (%v)", p, err)
 		}
 	}
+}
+
+// tracked counts the connection tracking entries whose original source is
+// addr.
+func tracked(t *testing.T, addr netip.Addr) int {
+	t.Helper()
+	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatalf("list tracked connections: %v", err)
+	}
+	n := 0
+	for _, f := range flows {
+		if src, ok := netip.AddrFromSlice(f.Forward.SrcIP.To4()); ok && src == addr {
+			n++
+		}
+	}
+	return n
 }
 
 // newOutside makes the outside host, removed when the test ends.
