@@ -111,35 +111,33 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 	none, outbound, allowlist, peer := agents[0], agents[1], agents[2], agents[3]
 	peerGW, peerAddr := sandboxAddrs(t, cfg.Link(state, peer.sb.ID()))
 
-	// Every address of the host, as a sandbox would aim at Berth's API.
-	var hostTargets []string
-	for _, a := range hostAddrs(t) {
-		hostTargets = append(hostTargets, net.JoinHostPort(a.String(), strconv.Itoa(apiPort)))
+	// What no sandbox may reach, whatever its mode.
+	type target struct{ attack, addr string }
+	forbidden := []target{
+		{"connect to another sandbox's agent", net.JoinHostPort(peerAddr.String(), "8080")},
+		{"connect to another sandbox's gateway (the host)", net.JoinHostPort(peerGW.String(), strconv.Itoa(apiPort))},
 	}
-
-	refused := func(t *testing.T, a *agent, targets ...string) {
+	for _, a := range hostAddrs(t) {
+		forbidden = append(forbidden, target{"connect to Berth's API on a host address", net.JoinHostPort(a.String(), strconv.Itoa(apiPort))})
+	}
+	rep := &report{}
+	defer rep.log(t)
+	unreachable := func(t *testing.T, a *agent, targets ...target) {
 		t.Helper()
-		for _, target := range targets {
-			code, body := a.get(t, "/dial", "addr", target)
-			if code == http.StatusOK {
-				t.Errorf("sandbox %s connected to %s", a.sb.ID(), target)
-			} else {
-				t.Logf("%s → %s: refused (%s)", a.sb.ID(), target, strings.TrimSpace(body))
-			}
+		at := attacker{t: t, a: a, r: rep}
+		mode := strings.TrimPrefix(a.sb.ID(), s.id(""))
+		for _, tg := range targets {
+			at.unreachable(mode+": "+tg.attack+" "+tg.addr, tg.addr)
 		}
 	}
-	// What no sandbox may reach, whatever its mode.
-	forbidden := append([]string{
-		net.JoinHostPort(peerAddr.String(), "8080"),
-		net.JoinHostPort(peerGW.String(), strconv.Itoa(apiPort)),
-	}, hostTargets...)
+	outsideAt := func(a netip.Addr, port int) string { return net.JoinHostPort(a.String(), strconv.Itoa(port)) }
 
 	t.Run("None", func(t *testing.T) {
 		if code, body := none.get(t, "/ifaces"); code != http.StatusOK || body != "lo" {
 			t.Errorf("interfaces: %d %q, want lo only", code, body)
 		}
-		refused(t, none, net.JoinHostPort(out.addr.String(), strconv.Itoa(out.port)))
-		refused(t, none, forbidden...)
+		unreachable(t, none, target{"connect to the outside host", outsideAt(out.addr, out.port)})
+		unreachable(t, none, forbidden...)
 	})
 	t.Run("Outbound", func(t *testing.T) {
 		_, self := sandboxAddrs(t, cfg.Link(state, outbound.sb.ID()))
@@ -148,20 +146,23 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 			t.Errorf("the outside host saw the sandbox as %q, want the host's address %s (sandbox: %s)", body, out.host, self)
 		}
 		outbound.ok(t, "/get", "url", out.url(out.other, out.port2))
-		refused(t, outbound, forbidden...)
-		refused(t, outbound, "169.254.169.254:80")
+		unreachable(t, outbound, forbidden...)
+		unreachable(t, outbound, target{"connect to the metadata service", "169.254.169.254:80"})
+		at := attacker{t: t, a: outbound, r: rep}
+		at.refused("outbound: take another sandbox's address on its link", "set-address", "link", "eth0", "addr", peerAddr.String())
 		if data := outbound.ok(t, "/read", "path", "/etc/resolv.conf"); !strings.Contains(data, "Berth") {
 			t.Errorf("/etc/resolv.conf is not Berth's: %q", data)
 		}
 	})
 	t.Run("Allowlist", func(t *testing.T) {
-		if body := allowlist.ok(t, "/get", "url", out.url(out.addr, out.port)); body != out.host.String() {
+		body := allowlist.ok(t, "/get", "url", out.url(out.addr, out.port))
+		if body != out.host.String() {
 			t.Errorf("the outside host saw the sandbox as %q, want %s", body, out.host)
 		}
-		refused(t, allowlist,
-			net.JoinHostPort(out.other.String(), strconv.Itoa(out.port)),
-			net.JoinHostPort(out.addr.String(), strconv.Itoa(out.port2)))
-		refused(t, allowlist, forbidden...)
+		unreachable(t, allowlist,
+			target{"connect to another address of the allowed host", outsideAt(out.other, out.port)},
+			target{"connect to another port of the allowed address", outsideAt(out.addr, out.port2)})
+		unreachable(t, allowlist, forbidden...)
 	})
 	t.Run("Peer", func(t *testing.T) {
 		// The peer is reachable from nothing but Berth's dialler: not from
@@ -170,6 +171,9 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 		if err == nil {
 			c.Close()
 			t.Errorf("the host connected to sandbox %s at %s through its link", peer.sb.ID(), peerAddr)
+			rep.add("host: connect to a sandbox through its link", false, "CONNECTED")
+		} else {
+			rep.add("host: connect to a sandbox through its link", true, "refused: "+lastPart(err.Error()))
 		}
 	})
 	if t.Failed() {
