@@ -4,7 +4,10 @@
 // the namespace.)
 //
 // Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
-// network namespace has only loopback. Its root is a read-only skeleton,
+// network namespace has only loopback, unless its Spec.Network asks for more
+// and Options.Network provides it (package network): the runtime then creates
+// the container, the driver sets its network up, and only then starts the
+// agent. Its root is a read-only skeleton,
 // built once per driver and shared by all its sandboxes, onto which the
 // host's /usr (and /bin, /lib, ... as symlinks or read-only bind mounts,
 // mirroring the host) and a short list of /etc entries are bound read-only.
