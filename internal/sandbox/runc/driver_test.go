@@ -140,6 +140,8 @@ func TestStartBadSpec(t *testing.T) {
 		{"code dir is a file", func(s *sandbox.Spec) { s.CodeDir = "/etc/hostname" }, "not a directory"},
 		{"negative memory", func(s *sandbox.Spec) { s.Limits.MemoryBytes = -1 }, "negative"},
 		{"env without =", func(s *sandbox.Spec) { s.Env = []string{"PATH"} }, "KEY=value"},
+		{"allowlist without entries", func(s *sandbox.Spec) { s.Network.Mode = sandbox.NetworkAllowlist }, "at least one allowed destination"},
+		{"unknown network mode", func(s *sandbox.Spec) { s.Network.Mode = "bridge" }, `network mode "bridge"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
