@@ -129,3 +129,18 @@ func TestPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveNothing checks that Remove of a network that does not exist (or
+// no longer does) succeeds, as Cleanup needs after a crash.
+func TestRemoveNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (netlink and nftables)")
+	}
+	link := LinkName(t.TempDir())
+	if err := Remove(link, netip.MustParseAddr("10.253.255.254")); err != nil {
+		t.Fatalf("Remove of nothing = %v", err)
+	}
+	if left, err := Exists(link); err != nil || left {
+		t.Fatalf("Exists = %v, %v", left, err)
+	}
+}
