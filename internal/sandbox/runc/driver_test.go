@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -311,8 +310,8 @@ func networkConfig(tb testing.TB, binary string, opts runc.Options) sandboxtest.
 	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
 	lock := filepath.Join(tb.TempDir(), "network.lock")
 	return sandboxtest.NetworkConfig{
-		NewDriver: func(tb testing.TB, state string, pool netip.Prefix) sandbox.Driver {
-			m, err := network.New(network.Options{Pool: pool, LockFile: lock})
+		NewDriver: func(tb testing.TB, state string, host sandboxtest.NetworkHost) sandbox.Driver {
+			m, err := network.New(network.Options{Pool: host.Pool, Resolver: host.Resolver, LockFile: lock})
 			if errors.Is(err, network.ErrUnavailable) {
 				tb.Skipf("sandbox networks unavailable: %v", err)
 			}

@@ -32,7 +32,7 @@ func BenchmarkColdStart(b *testing.B, cfg Config) {
 // network n, their subnets from a pool of 10.253.0.0/16 (no packet is sent).
 func BenchmarkColdStartNetwork(b *testing.B, cfg NetworkConfig, n sandbox.Network) {
 	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 253, randomByte(), 0}), 24)
-	benchmarkColdStart(b, cfg.NewDriver(b, TempDir(b), pool), n)
+	benchmarkColdStart(b, cfg.NewDriver(b, TempDir(b), NetworkHost{Pool: pool}), n)
 }
 
 func benchmarkColdStart(b *testing.B, d sandbox.Driver, n sandbox.Network) {

@@ -1,7 +1,9 @@
 package sandboxtest
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/sandbox"
@@ -28,14 +31,28 @@ import (
 // have a network.
 type NetworkConfig struct {
 	// NewDriver returns a driver over stateDir (as Config.NewDriver) whose
-	// sandboxes get their subnets from pool.
-	NewDriver func(tb testing.TB, stateDir string, pool netip.Prefix) sandbox.Driver
+	// sandboxes get their networks as host says.
+	NewDriver func(tb testing.TB, stateDir string, host NetworkHost) sandbox.Driver
 	// Link returns the name of the host link and nftables table of
 	// sandbox id of a driver over stateDir.
 	Link func(stateDir, id string) string
 	// StatePaths is as Config.StatePaths. Optional.
 	StatePaths func(stateDir, id string) []string
 }
+
+// NetworkHost is how the host gives sandboxes their networks in a test.
+type NetworkHost struct {
+	// Pool is where sandboxes get their subnets from.
+	Pool netip.Prefix
+	// Resolver resolves the host names of allow lists (nil: the host's
+	// resolver). The suite's answers from memory, so no name server is
+	// asked.
+	Resolver *net.Resolver
+}
+
+// outsideName is the host name of the outside host's first address, which
+// the suite's resolver knows (.test is reserved for tests).
+const outsideName = "outside.berth.test"
 
 // outside is a host "on the internet" that the test makes: a network
 // namespace of its own, joined to the host by a veth pair, with two
@@ -80,18 +97,22 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 
 	s := &suite{code: BuildAgent(t), prefix: randomHex(3)}
 	state := TempDir(t)
-	d := cfg.NewDriver(t, state, pool)
+	resolver := memoryResolver(map[string]netip.Addr{outsideName: out.addr})
+	d := cfg.NewDriver(t, state, NetworkHost{Pool: pool, Resolver: resolver})
 	if err := d.Cleanup(t.Context()); err != nil {
 		t.Fatalf("Cleanup of an empty state: %v", err)
 	}
 	allow := []sandbox.Destination{{Prefix: netip.PrefixFrom(out.addr, 32), Port: uint16(out.port)}}
+	// The allowlist sandbox names the outside host: its address is
+	// resolved when the sandbox starts, and pinned in its /etc/hosts.
+	allowByName := []sandbox.Destination{{Host: outsideName, Port: uint16(out.port)}}
 	modes := []struct {
 		name string
 		net  sandbox.Network
 	}{
 		{"none", sandbox.Network{Mode: sandbox.NetworkNone}},
 		{"outbound", sandbox.Network{Mode: sandbox.NetworkOutbound}},
-		{"allowlist", sandbox.Network{Mode: sandbox.NetworkAllowlist, Allow: allow}},
+		{"allowlist", sandbox.Network{Mode: sandbox.NetworkAllowlist, Allow: allowByName}},
 		{"peer", sandbox.Network{Mode: sandbox.NetworkOutbound}},
 	}
 	agents := make([]*agent, len(modes))
@@ -155,9 +176,13 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 		}
 	})
 	t.Run("Allowlist", func(t *testing.T) {
-		body := allowlist.ok(t, "/get", "url", out.url(out.addr, out.port))
+		byName := "http://" + net.JoinHostPort(outsideName, strconv.Itoa(out.port)) + "/"
+		body := allowlist.ok(t, "/get", "url", byName)
 		if body != out.host.String() {
 			t.Errorf("the outside host saw the sandbox as %q, want %s", body, out.host)
+		}
+		if hosts := allowlist.ok(t, "/read", "path", "/etc/hosts"); !strings.Contains(hosts, out.addr.String()+"\t"+outsideName+"\n") {
+			t.Errorf("/etc/hosts does not pin %s to %s: %q", outsideName, out.addr, hosts)
 		}
 		unreachable(t, allowlist,
 			target{"connect to another address of the allowed host", outsideAt(out.other, out.port)},
@@ -198,7 +223,7 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 		if crashPool == pool {
 			crashPool = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 253, pool.Addr().As4()[2] + 1, 0}), 24)
 		}
-		old := cfg.NewDriver(t, crashState, crashPool)
+		old := cfg.NewDriver(t, crashState, NetworkHost{Pool: crashPool})
 		x := s.startFatal(t, old, "crash", func(sp *sandbox.Spec) { sp.Network = sandbox.Network{Mode: sandbox.NetworkAllowlist, Allow: allow} })
 		if x == nil {
 			t.FailNow()
@@ -209,7 +234,7 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 		gw, addr := sandboxAddrs(t, link)
 		paths := statePathsOf(cfg, crashState, x.sb.ID())
 		// The old driver is dropped without Stop, as if Berth had crashed.
-		d := cfg.NewDriver(t, crashState, crashPool)
+		d := cfg.NewDriver(t, crashState, NetworkHost{Pool: crashPool})
 		if err := d.Cleanup(t.Context()); err != nil {
 			t.Fatalf("Cleanup: %v", err)
 		}
@@ -253,6 +278,65 @@ func assertNetworkGone(t *testing.T, link string, gw, addr netip.Addr, paths []s
 	for _, p := range paths {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is left (%v)", p, err)
+		}
+	}
+}
+
+// memoryResolver returns a resolver that answers A queries for names from
+// memory, through a pipe to a name server in this process.
+func memoryResolver(names map[string]netip.Addr) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		client, server := net.Pipe()
+		go serveDNS(server, names)
+		return client, nil
+	}}
+}
+
+// serveDNS answers DNS queries on c, framed as over TCP (a pipe is not a
+// packet connection, so Go's resolver frames them so), until c closes.
+func serveDNS(c net.Conn, names map[string]netip.Addr) {
+	defer c.Close()
+	for {
+		var size [2]byte
+		if _, err := io.ReadFull(c, size[:]); err != nil {
+			return
+		}
+		msg := make([]byte, binary.BigEndian.Uint16(size[:]))
+		if _, err := io.ReadFull(c, msg); err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(msg)
+		if err != nil {
+			return
+		}
+		q, err := p.Question()
+		if err != nil {
+			return
+		}
+		resp := dnsmessage.Message{
+			Header:    dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionAvailable: true},
+			Questions: []dnsmessage.Question{q},
+		}
+		a, known := names[strings.TrimSuffix(q.Name.String(), ".")]
+		switch {
+		case !known:
+			resp.RCode = dnsmessage.RCodeNameError
+		case q.Type == dnsmessage.TypeA:
+			resp.Answers = []dnsmessage.Resource{{
+				Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+				Body:   &dnsmessage.AResource{A: a.As4()},
+			}}
+		}
+		out, err := resp.Pack()
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(binary.BigEndian.AppendUint16(nil, uint16(len(out)))); err != nil {
+			return
+		}
+		if _, err := c.Write(out); err != nil {
+			return
 		}
 	}
 }
