@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/server"
 )
 
@@ -15,8 +18,9 @@ func serverCommand() *cobra.Command {
 		cfg                    server.Config
 		logFormat, logLevel    string
 		memMiB, tmpMiB, logMiB int64
-		insecure               bool
+		insecure, outbound     bool
 		cpus                   float64
+		pool, dns              string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -53,6 +57,9 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			if cfg.MaxSessions < 1 {
 				return fmt.Errorf("--max-sessions %d: want at least 1", cfg.MaxSessions)
 			}
+			if err := parseNetworkFlags(&cfg, outbound, pool, dns); err != nil {
+				return err
+			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -73,6 +80,13 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a self-signed certificate kept in DATA/tls/ (trust DATA/tls/cert.pem)")
 	f.BoolVar(&insecure, "insecure-no-auth", envOr("BERTH_INSECURE_NO_AUTH", "") == "true", "accept unsigned calls from anyone who can reach the listener: for local experiments only (env BERTH_INSECURE_NO_AUTH=true)")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", envOr("BERTH_CGROUP_PARENT", "/berth"), "cgroup under which each sandbox gets its own; servers sharing a host need different ones (env BERTH_CGROUP_PARENT)")
+	f.BoolVar(&outbound, "sandbox-outbound", envOr("BERTH_SANDBOX_OUTBOUND", "true") != "false",
+		"let sandboxes have network access: PUBLIC runtimes get outbound access through NAT unless their BERTH_NETWORK says none or allowlist; "+
+			"false gives every sandbox loopback only and refuses runtimes that ask for more (env BERTH_SANDBOX_OUTBOUND)")
+	f.StringVar(&pool, "sandbox-network", envOr("BERTH_SANDBOX_NETWORK", network.DefaultPool.String()),
+		"IPv4 range from which each networked sandbox gets a /30 (its address and its gateway); must not overlap the host's networks (env BERTH_SANDBOX_NETWORK)")
+	f.StringVar(&dns, "sandbox-dns", envOr("BERTH_SANDBOX_DNS", ""),
+		"comma-separated name servers for networked sandboxes' /etc/resolv.conf; default: the host's, less loopback ones (env BERTH_SANDBOX_DNS)")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
 	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")
 	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")
@@ -86,4 +100,26 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&logFormat, "log-format", "text", "server log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn or error")
 	return cmd
+}
+
+// parseNetworkFlags sets cfg's sandbox network from the flags' values.
+func parseNetworkFlags(cfg *server.Config, outbound bool, pool, dns string) error {
+	cfg.NoOutbound = !outbound
+	p, err := netip.ParsePrefix(pool)
+	if err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("--sandbox-network %q: want an IPv4 CIDR such as %s", pool, network.DefaultPool)
+	}
+	cfg.SandboxNetwork = p
+	if dns == "" {
+		return nil
+	}
+	cfg.SandboxDNS = []netip.Addr{}
+	for s := range strings.SplitSeq(dns, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil || !a.Is4() || a.IsLoopback() {
+			return fmt.Errorf("--sandbox-dns: %q is not an IPv4 address a sandbox can reach (loopback is the sandbox's own)", s)
+		}
+		cfg.SandboxDNS = append(cfg.SandboxDNS, a)
+	}
+	return nil
 }

@@ -2,11 +2,14 @@ package control
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/berthrun/berth/internal/sandbox"
 )
 
 // Config is what one version of a runtime runs. It is immutable once the
@@ -87,7 +90,21 @@ const (
 	// EnvWarmPoolIdle shrinks the warm pool to nothing after that many
 	// seconds without a new session (0: never).
 	EnvWarmPoolIdle = "BERTH_WARM_POOL_IDLE"
+	// EnvNetwork chooses the sandbox network of a PUBLIC runtime: none
+	// (loopback only), outbound (anything but the host and other
+	// sandboxes, through NAT) or allowlist (only EnvNetworkAllow). Unset,
+	// it is the server's default (outbound unless the operator disabled
+	// outbound access).
+	EnvNetwork = "BERTH_NETWORK"
+	// EnvNetworkAllow lists what an allowlist runtime's sandboxes may
+	// reach: comma-separated host names, IPv4 addresses and CIDRs, each
+	// with an optional :PORT.
+	EnvNetworkAllow = "BERTH_NETWORK_ALLOW"
 )
+
+// maxAllowEntries bounds EnvNetworkAllow (each entry is a filter rule or
+// two, and a host name a lookup at every cold start).
+const maxAllowEntries = 64
 
 // Code runtimes Berth accepts.
 var codeRuntimes = []string{"PYTHON_3_10", "PYTHON_3_11", "PYTHON_3_12", "PYTHON_3_13", "PYTHON_3_14", "NODE_22"}
@@ -238,6 +255,7 @@ func (c *Config) normalize(minLifecycle int) error {
 		v.add("lifecycleConfiguration.idleRuntimeSessionTimeout", "%d exceeds maxLifetime %d", lc.IdleTimeout, lc.MaxLifetime)
 	}
 
+	validateNetwork(&v, c.Env)
 	for _, name := range []string{EnvWarmPoolSize, EnvWarmPoolIdle} {
 		if val, ok := c.Env[name]; ok {
 			if n, err := strconv.Atoi(val); err != nil || n < 0 || n > 1000 {
@@ -294,4 +312,73 @@ func (c *Config) decodeAuthorizer() error {
 	var v validator
 	c.JWT = parseAuthorizer(&v, raw)
 	return v.err()
+}
+
+// validateNetwork checks Berth's network extensions in env.
+func validateNetwork(v *validator, env map[string]string) {
+	mode, hasMode := env[EnvNetwork]
+	if hasMode {
+		if _, err := sandbox.ParseNetworkMode(mode); err != nil {
+			v.add("environmentVariables."+EnvNetwork, "%q is not none, outbound or allowlist", mode)
+			return
+		}
+	}
+	list, hasList := env[EnvNetworkAllow]
+	switch {
+	case mode == string(sandbox.NetworkAllowlist) && !hasList:
+		v.add("environmentVariables."+EnvNetworkAllow, "is required with %s=allowlist: list the hosts, addresses or CIDRs (each with an optional :PORT) the agent may reach", EnvNetwork)
+	case hasList && mode != string(sandbox.NetworkAllowlist):
+		v.add("environmentVariables."+EnvNetworkAllow, "is only used with %s=allowlist", EnvNetwork)
+	case hasList:
+		dests, err := sandbox.ParseDestinations(list)
+		if err != nil {
+			v.add("environmentVariables."+EnvNetworkAllow, "%v", err)
+		} else if len(dests) > maxAllowEntries {
+			v.add("environmentVariables."+EnvNetworkAllow, "has %d entries; at most %d are allowed", len(dests), maxAllowEntries)
+		}
+	}
+}
+
+// NetworkPolicy is what the server lets runtimes' sandboxes reach.
+type NetworkPolicy struct {
+	// NoOutbound refuses modes outbound and allowlist: PUBLIC runtimes
+	// get none, and runtimes that ask for more fail to deploy.
+	NoOutbound bool
+}
+
+// errNetworkVPC is why a VPC runtime cannot run.
+var errNetworkVPC = errors.New("networkConfiguration.networkMode VPC is not supported by Berth: use PUBLIC (and " +
+	EnvNetwork + " to limit the agent's network)")
+
+// SandboxNetwork returns the network the sandboxes of a runtime with c get
+// under policy p, or an error naming the setting that p does not allow.
+//
+// AgentCore's PUBLIC mode maps to outbound, its nearest meaning (the agent
+// reaches the internet), unless EnvNetwork says otherwise or p refuses
+// outbound access, when it maps to none. VPC has no counterpart.
+func (c *Config) SandboxNetwork(p NetworkPolicy) (sandbox.Network, error) {
+	if c.Network.Mode == "VPC" {
+		return sandbox.Network{}, errNetworkVPC
+	}
+	mode, ok := c.Env[EnvNetwork]
+	if !ok {
+		if p.NoOutbound {
+			return sandbox.Network{Mode: sandbox.NetworkNone}, nil
+		}
+		return sandbox.Network{Mode: sandbox.NetworkOutbound}, nil
+	}
+	m, err := sandbox.ParseNetworkMode(mode)
+	if err != nil {
+		return sandbox.Network{}, fmt.Errorf("environmentVariables.%s: %w", EnvNetwork, err)
+	}
+	n := sandbox.Network{Mode: m}
+	if n.Enabled() && p.NoOutbound {
+		return sandbox.Network{}, fmt.Errorf("environmentVariables.%s: %s: this Berth server gives sandboxes no network access (its operator started it with --sandbox-outbound=false, or the host cannot)", EnvNetwork, mode)
+	}
+	if m == sandbox.NetworkAllowlist {
+		if n.Allow, err = sandbox.ParseDestinations(c.Env[EnvNetworkAllow]); err != nil {
+			return sandbox.Network{}, fmt.Errorf("environmentVariables.%s: %w", EnvNetworkAllow, err)
+		}
+	}
+	return n, nil
 }

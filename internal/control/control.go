@@ -74,7 +74,9 @@ type Options struct {
 	// SystemDirs are the host directories, visible read-only inside every
 	// sandbox, where language interpreters are looked up.
 	SystemDirs []string
-	Logger     *slog.Logger
+	// Network is what the server lets runtimes' sandboxes reach.
+	Network NetworkPolicy
+	Logger  *slog.Logger
 }
 
 // Service is the control plane.

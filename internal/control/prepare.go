@@ -35,13 +35,15 @@ type Deployment struct {
 	// (0: never).
 	WarmPool     int
 	WarmPoolIdle time.Duration
+	// Network is what the version's sandboxes may reach.
+	Network sandbox.Network
 }
 
 // Target is what a new session of the deployment runs, with limits.
 func (d *Deployment) Target(limits sandbox.Limits) *session.Target {
 	return &session.Target{
 		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
-		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits,
+		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits, Network: d.Network,
 		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
 		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
 	}
@@ -101,6 +103,12 @@ func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (
 	if c.Code == nil {
 		return nil, fmt.Errorf("agent runtime %s version %d has no code bundle: %w", rt.ID, rt.Version, ErrNotReady)
 	}
+	// Checked when the version was prepared, but the server may have
+	// been restarted with another policy since.
+	netw, err := c.SandboxNetwork(s.opts.Network)
+	if err != nil {
+		return nil, fmt.Errorf("agent runtime %s version %d: %w: %w", rt.ID, rt.Version, err, ErrNotReady)
+	}
 	dir, err := s.arts.Unpack(ctx, artifact)
 	if err != nil {
 		return nil, fmt.Errorf("unpack code bundle of %s version %d: %w", rt.ID, rt.Version, err)
@@ -132,7 +140,8 @@ func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (
 	pool, _ := strconv.Atoi(c.Env[EnvWarmPoolSize])
 	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
 	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
-		CodeDir: dir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second}, nil
+		CodeDir: dir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second,
+		Network: netw}, nil
 }
 
 // command returns the agent's command line: a script entry point runs with
@@ -325,8 +334,8 @@ func (s *Service) fetch(ctx context.Context, rt Runtime) (string, error) {
 	if c.Container != nil {
 		return "", fmt.Errorf("container image %q: this Berth server runs code bundles only (codeConfiguration); container images are not supported yet", c.Container.URI)
 	}
-	if c.Network.Mode == "VPC" {
-		return "", errors.New("networkMode VPC is not supported by Berth: use PUBLIC")
+	if _, err := c.SandboxNetwork(s.opts.Network); err != nil {
+		return "", err
 	}
 	digest, err := s.arts.Resolve(ctx, c.Code.Bucket, c.Code.Key, c.Code.VersionID)
 	if err != nil {

@@ -42,6 +42,10 @@ type Spec struct {
 	// Limits bounds the resources the sandbox can use.
 	Limits Limits
 
+	// Network says what the sandbox may reach beyond its own loopback.
+	// Drivers that do not isolate agents (package process) ignore it.
+	Network Network
+
 	// Stdout and Stderr receive the agent's output. The driver hands these
 	// files to the agent directly; the caller keeps ownership and may close
 	// them once Start returns.

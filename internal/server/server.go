@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/berthrun/berth/internal/console"
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/store"
@@ -71,6 +73,18 @@ type Config struct {
 	// CgroupParent is the cgroup under which every sandbox gets its own
 	// (default /berth). Servers sharing a host need different ones.
 	CgroupParent string
+	// SandboxNetwork is the IPv4 pool sandboxes with outbound access get
+	// a /30 from; zero means network.DefaultPool. Servers sharing a host
+	// may share it.
+	SandboxNetwork netip.Prefix
+	// SandboxDNS are the name servers of sandboxes with outbound access;
+	// nil means the host's (see network.Options.DNS).
+	SandboxDNS []netip.Addr
+	// NoOutbound gives sandboxes no network beyond loopback: PUBLIC
+	// runtimes get BERTH_NETWORK=none, and runtimes asking for outbound
+	// or allowlist fail to deploy. Without it, PUBLIC runtimes get
+	// outbound access unless they set BERTH_NETWORK (see control).
+	NoOutbound bool
 	// MaxSessions caps live sessions.
 	MaxSessions int
 	// SessionLimits bound each session's sandbox.
@@ -171,8 +185,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers = append(s.closers, func() { arts.Close() })
 
 	driver := cfg.Driver
+	policy := control.NetworkPolicy{NoOutbound: cfg.NoOutbound}
 	if driver == nil {
-		if driver, err = newRuncDriver(cfg); err != nil {
+		if driver, policy, err = newRuncDriver(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -181,7 +196,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	ctl, err := control.New(ctx, st, arts, control.Options{
-		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Logger: cfg.Logger,
+		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Network: policy, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -367,17 +382,40 @@ func (s *Server) pruneLogs(ctx context.Context) {
 	}
 }
 
-func newRuncDriver(cfg Config) (sandbox.Driver, error) {
+// newRuncDriver makes the OCI-runtime driver, with sandbox networks unless
+// cfg.NoOutbound says otherwise or the host cannot have them, and returns
+// the network policy that follows.
+func newRuncDriver(cfg Config) (sandbox.Driver, control.NetworkPolicy, error) {
+	policy := control.NetworkPolicy{NoOutbound: cfg.NoOutbound}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	var netw *network.Manager
+	if !cfg.NoOutbound {
+		var err error
+		netw, err = network.New(network.Options{Pool: cfg.SandboxNetwork, DNS: cfg.SandboxDNS, Logger: cfg.Logger})
+		switch {
+		case errors.Is(err, network.ErrUnavailable):
+			log.Warn("sandboxes get no network access (PUBLIC runtimes run with BERTH_NETWORK=none)", "reason", err)
+			policy.NoOutbound = true
+		case err != nil:
+			return nil, policy, fmt.Errorf("sandbox network: %w", err)
+		default:
+			log.Debug("sandbox network ready", "pool", netw.Pool())
+		}
+	}
 	d, err := runc.New(runc.Options{
 		Binary:       cfg.OCIRuntime,
 		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
 		CgroupParent: cfg.CgroupParent,
+		Network:      netw,
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox driver: %w", err)
+		return nil, policy, fmt.Errorf("sandbox driver: %w", err)
 	}
-	return d, nil
+	return d, policy, nil
 }
 
 // KeysFile is where a server keeps its access keys, under its data directory.

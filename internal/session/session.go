@@ -72,6 +72,7 @@ type Target struct {
 	IdleTimeout time.Duration
 	MaxLifetime time.Duration
 	Limits      sandbox.Limits
+	Network     sandbox.Network
 }
 
 // Options configure a Manager.
@@ -341,7 +342,7 @@ func (m *Manager) startSandbox(s *Session) error {
 	t := s.target
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
-		Limits: t.Limits, Stdout: stdout, Stderr: stderr,
+		Limits: t.Limits, Network: t.Network, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)

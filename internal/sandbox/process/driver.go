@@ -4,7 +4,9 @@
 // IT ISOLATES NOTHING. An agent it starts runs as the user running Berth and
 // can read and change everything that user can: the host's files (its
 // CodeDir included, which it runs in place), its other processes and its
-// network. No limit applies: Spec.Limits are accepted and ignored, so an
+// network. Spec.Network is accepted and ignored too: whatever its mode, the
+// agent has the host's network, as any process of that user. No limit
+// applies: Spec.Limits are accepted and ignored, so an
 // agent can use all the memory, CPU, processes and disk it likes. Use it to
 // run your own code on your own machine, as `berth dev` does; never for code
 // you do not trust and never on a shared server.

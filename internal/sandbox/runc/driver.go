@@ -4,7 +4,10 @@
 // the namespace.)
 //
 // Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
-// network namespace has only loopback. Its root is a read-only skeleton,
+// network namespace has only loopback, unless its Spec.Network asks for more
+// and Options.Network provides it (package network): the runtime then creates
+// the container, the driver sets its network up, and only then starts the
+// agent. Its root is a read-only skeleton,
 // built once per driver and shared by all its sandboxes, onto which the
 // host's /usr (and /bin, /lib, ... as symlinks or read-only bind mounts,
 // mirroring the host) and a short list of /etc entries are bound read-only.
@@ -42,6 +45,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path"
@@ -55,6 +59,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/network"
 )
 
 // Options configure a Driver.
@@ -100,6 +105,10 @@ type Options struct {
 	// CodeDir with the directories above it. Otherwise New logs a warning
 	// and runs sandboxes without one.
 	NoUserNamespace bool
+	// Network gives sandboxes a network beyond loopback (modes outbound
+	// and allowlist). Nil means sandboxes can have loopback only: Start
+	// refuses other modes.
+	Network *network.Manager
 	// Logger receives the driver's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -115,6 +124,7 @@ type Driver struct {
 	defaults     sandbox.Limits
 	ids          identity
 	seccomp      *specs.LinuxSeccomp
+	net          *network.Manager
 	log          *slog.Logger
 
 	mu   sync.Mutex
@@ -218,6 +228,7 @@ func New(opts Options) (*Driver, error) {
 		defaults:     defaults,
 		ids:          identity{hostBase: base},
 		seccomp:      filter,
+		net:          opts.Network,
 		log:          logger,
 		live:         make(map[string]bool),
 	}
@@ -259,6 +270,9 @@ func New(opts Options) (*Driver, error) {
 func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	if err := validate(spec); err != nil {
 		return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
+	}
+	if spec.Network.Enabled() && d.net == nil {
+		return nil, fmt.Errorf("start sandbox %q: network mode %s: this driver gives sandboxes no network (loopback only)", spec.ID, spec.Network.Mode)
 	}
 	if spec.CodeDir != "" {
 		if err := isDir("code dir", spec.CodeDir); err != nil {
@@ -317,13 +331,15 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 		ids:         d.ids,
 		seccomp:     d.seccomp,
 	}
-	if spec.CodeDir != "" {
-		// The sandbox's root looks up the overlay directories (and
-		// nothing else) here; they belong to the agent, whose files
-		// they hold.
+	if spec.CodeDir != "" || spec.Network.Enabled() {
+		// The sandbox's root looks up the overlay directories and the
+		// network's /etc files (and nothing else) here; the overlay's
+		// belong to the agent, whose files they hold.
 		if err := os.Chmod(dir, 0o711); err != nil {
 			return nil, err
 		}
+	}
+	if spec.CodeDir != "" {
 		b.upperDir = filepath.Join(dir, "upper")
 		b.workDir = filepath.Join(dir, "work")
 		owner := int(d.ids.agentOnHost())
@@ -336,6 +352,13 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 			}
 		}
 	}
+	var plan *network.Attachment
+	if spec.Network.Enabled() {
+		var err error
+		if plan, err = d.planNetwork(ctx, &b, dir); err != nil {
+			return nil, err
+		}
+	}
 	// The mount point must exist in the shared, read-only skeleton. checkWorkDir
 	// keeps it out of the skeleton's symlinks.
 	if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
@@ -346,16 +369,35 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 	}
 
 	pidFile := filepath.Join(dir, "pid")
-	if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
+	if plan == nil {
+		if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
+			return nil, err
+		}
+		pid, err := readPid(pidFile)
+		if err != nil {
+			return nil, err
+		}
+		return d.watch(spec.ID, pid, b.limits)
+	}
+	// A networked sandbox's namespace is the runtime's, as without a
+	// network (so it belongs to the sandbox's user namespace, which sysfs
+	// needs), and is set up after the runtime creates it but before the
+	// agent runs: the agent never sees it unconfigured.
+	if err := d.rt.create(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(pidFile)
+	pid, err := readPid(pidFile)
 	if err != nil {
-		return nil, fmt.Errorf("read pid: %w", err)
+		return nil, err
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 0 {
-		return nil, fmt.Errorf("read pid: bad pid file %q", data)
+	if err := d.net.Attach(plan, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := d.rt.start(ctx, spec.ID); err != nil {
+		return nil, err
 	}
 	return d.watch(spec.ID, pid, b.limits)
 }
@@ -402,6 +444,18 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 	if err := d.rt.delete(ctx, id); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
+	// The marker is written before the network is made and removed with
+	// the sandbox's directory: while it exists, some of it may be left.
+	if data, err := os.ReadFile(filepath.Join(d.sandboxes, id, networkMarker)); err == nil {
+		// The sandbox's address follows the link's name once known.
+		var addr netip.Addr
+		if f := strings.Fields(string(data)); len(f) > 1 {
+			addr, _ = netip.ParseAddr(f[1])
+		}
+		if err := network.Remove(d.linkName(id), addr); err != nil {
+			return fmt.Errorf("remove sandbox %q: %w", id, err)
+		}
+	}
 	if err := d.cgroups.remove(ctx, d.cgroupsPath(id)); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
@@ -434,4 +488,69 @@ func (d *Driver) CgroupVersion() int { return d.cgroups.version() }
 // root.
 func (d *Driver) cgroupsPath(id string) string {
 	return path.Join(d.cgroupParent, id)
+}
+
+// networkMarker is the file in a sandbox's directory that says it has a
+// network (modes outbound and allowlist) to remove with it.
+const networkMarker = "network"
+
+// linkName is the name of the host link and nftables table of sandbox id:
+// unique on the host, as the state directory is the driver's own.
+func (d *Driver) linkName(id string) string {
+	return network.LinkName(filepath.Join(d.sandboxes, id))
+}
+
+// planNetwork prepares the network of the sandbox in dir (see
+// network.Manager.Plan) and adds its /etc/resolv.conf and /etc/hosts to b.
+func (d *Driver) planNetwork(ctx context.Context, b *bundle, dir string) (*network.Attachment, error) {
+	link := d.linkName(b.spec.ID)
+	a, err := d.net.Plan(ctx, link, b.spec.Network)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(link+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{{"resolv.conf", a.ResolvConf}, {"hosts", a.Hosts}}
+	for _, f := range files {
+		if f.data == nil {
+			continue
+		}
+		p := filepath.Join(dir, f.name)
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", f.name, err)
+		}
+		// The skeleton must have the mount point.
+		if err := touch(filepath.Join(d.rootfs, "etc", f.name)); err != nil {
+			return nil, err
+		}
+		b.etc = append(b.etc, specs.Mount{Destination: "/etc/" + f.name, Type: "bind", Source: p,
+			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+	}
+	return a, nil
+}
+
+// readPid reads the pid file the runtime wrote.
+func readPid(file string) (int, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, fmt.Errorf("read pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("read pid: bad pid file %q", data)
+	}
+	return pid, nil
+}
+
+// touch creates an empty file at p unless something is there.
+func touch(p string) error {
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("create mount point %s: %w", p, err)
+	}
+	return f.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
 )
@@ -138,6 +139,8 @@ func TestStartBadSpec(t *testing.T) {
 		{"code dir is a file", func(s *sandbox.Spec) { s.CodeDir = "/etc/hostname" }, "not a directory"},
 		{"negative memory", func(s *sandbox.Spec) { s.Limits.MemoryBytes = -1 }, "negative"},
 		{"env without =", func(s *sandbox.Spec) { s.Env = []string{"PATH"} }, "KEY=value"},
+		{"allowlist without entries", func(s *sandbox.Spec) { s.Network.Mode = sandbox.NetworkAllowlist }, "at least one allowed destination"},
+		{"unknown network mode", func(s *sandbox.Spec) { s.Network.Mode = "bridge" }, `network mode "bridge"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +160,22 @@ func TestStartBadSpec(t *testing.T) {
 
 func BenchmarkColdStart(b *testing.B) {
 	sandboxtest.BenchmarkColdStart(b, config(b, "runc"))
+}
+
+// BenchmarkColdStartOutbound is BenchmarkColdStart with outbound network
+// access: the difference is what setting up a sandbox's network costs.
+func BenchmarkColdStartOutbound(b *testing.B) {
+	sandboxtest.BenchmarkColdStartNetwork(b, networkConfig(b, "runc", runc.Options{}), sandbox.Network{Mode: sandbox.NetworkOutbound})
+}
+
+// BenchmarkColdStartAllowlist is BenchmarkColdStartOutbound with an allow
+// list of four addresses (no host name, so no lookup is measured).
+func BenchmarkColdStartAllowlist(b *testing.B) {
+	allow, err := sandbox.ParseDestinations("192.0.2.10:443,198.51.100.0/24,203.0.113.5,203.0.113.6:8443")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sandboxtest.BenchmarkColdStartNetwork(b, networkConfig(b, "runc", runc.Options{}), sandbox.Network{Mode: sandbox.NetworkAllowlist, Allow: allow})
 }
 
 func BenchmarkDial(b *testing.B) {
@@ -252,4 +271,66 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestNetwork checks the network modes against a host outside made by the
+// test (see sandboxtest.RunNetwork).
+func TestNetwork(t *testing.T) {
+	sandboxtest.RunNetwork(t, networkConfig(t, "runc", runc.Options{}))
+}
+
+func TestNetworkCrun(t *testing.T) {
+	probe(t, config(t, "crun"))
+	sandboxtest.RunNetwork(t, networkConfig(t, "crun", runc.Options{}))
+}
+
+// TestNetworkNoUserNamespace runs the network tests on sandboxes without a
+// user namespace, whose network namespace then belongs to the host's.
+func TestNetworkNoUserNamespace(t *testing.T) {
+	sandboxtest.RunNetwork(t, networkConfig(t, "runc", runc.Options{NoUserNamespace: true}))
+}
+
+// TestNetworkRefusedWithoutManager checks that a driver without sandbox
+// networks refuses the modes that need one, naming it.
+func TestNetworkRefusedWithoutManager(t *testing.T) {
+	cfg := config(t, "runc")
+	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
+	_, err := d.Start(t.Context(), sandbox.Spec{ID: "no-network", Args: []string{"/bin/true"}, WorkDir: "/workspace",
+		Network: sandbox.Network{Mode: sandbox.NetworkOutbound}})
+	if err == nil || !strings.Contains(err.Error(), "network mode outbound") {
+		t.Fatalf("Start = %v, want an error naming the network mode", err)
+	}
+}
+
+// networkConfig is configWith for sandboxtest.RunNetwork: its drivers get a
+// network Manager over the given pool, with a lock file of the test's own.
+func networkConfig(tb testing.TB, binary string, opts runc.Options) sandboxtest.NetworkConfig {
+	skipUnlessAvailable(tb, binary)
+	parent := "/berth-test-" + randomHex(4)
+	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
+	lock := filepath.Join(tb.TempDir(), "network.lock")
+	return sandboxtest.NetworkConfig{
+		NewDriver: func(tb testing.TB, state string, host sandboxtest.NetworkHost) sandbox.Driver {
+			m, err := network.New(network.Options{Pool: host.Pool, Resolver: host.Resolver, LockFile: lock})
+			if errors.Is(err, network.ErrUnavailable) {
+				tb.Skipf("sandbox networks unavailable: %v", err)
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			o := opts
+			o.Binary, o.StateDir, o.CgroupParent, o.Network = binary, state, parent, m
+			d, err := runc.New(o)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return d
+		},
+		Link: func(state, id string) string {
+			return network.LinkName(filepath.Join(state, "sandboxes", id))
+		},
+		StatePaths: func(state, id string) []string {
+			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
+		},
+	}
 }

@@ -66,6 +66,9 @@ func validate(s sandbox.Spec) error {
 			return fmt.Errorf("code dir %q: overlayfs cannot take a path with ',', ':' or '\\'", s.CodeDir)
 		}
 	}
+	if err := s.Network.Validate(); err != nil {
+		return err
+	}
 	l := s.Limits
 	for _, f := range []struct {
 		name string
@@ -178,6 +181,9 @@ type bundle struct {
 	// seccomp is the system call filter, shared by every sandbox of a
 	// driver; nil means none (only in tests).
 	seccomp *specs.LinuxSeccomp
+	// etc are bind mounts over the system view's /etc files (the
+	// network's resolv.conf and hosts).
+	etc []specs.Mount
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
@@ -191,6 +197,7 @@ func buildSpec(b bundle) *specs.Spec {
 	agent := b.ids.agent()
 	mounts := kernelMounts()
 	mounts = append(mounts, b.system...)
+	mounts = append(mounts, b.etc...)
 	// runc gives a tmpfs the mode of the directory it is mounted on, so the
 	// skeleton's /tmp is 1777 as this mode says.
 	mounts = append(mounts, specs.Mount{

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,18 +18,30 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/netns"
 )
 
 // BenchmarkColdStart measures a cold start through the driver: from Start
 // until the agent's first HTTP 200. Stopping is not measured.
 func BenchmarkColdStart(b *testing.B, cfg Config) {
-	s := &suite{cfg: cfg, code: BuildAgent(b), prefix: randomHex(3)}
-	d := cfg.NewDriver(b, b.TempDir())
+	benchmarkColdStart(b, cfg.NewDriver(b, TempDir(b)), sandbox.Network{})
+}
+
+// BenchmarkColdStartNetwork is BenchmarkColdStart for sandboxes with the
+// network n, their subnets from a pool of 10.253.0.0/16 (no packet is sent).
+func BenchmarkColdStartNetwork(b *testing.B, cfg NetworkConfig, n sandbox.Network) {
+	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 253, randomByte(), 0}), 24)
+	benchmarkColdStart(b, cfg.NewDriver(b, TempDir(b), NetworkHost{Pool: pool}), n)
+}
+
+func benchmarkColdStart(b *testing.B, d sandbox.Driver, n sandbox.Network) {
+	s := &suite{code: BuildAgent(b), prefix: randomHex(3)}
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := range b.N {
 		spec := s.spec(fmt.Sprintf("cold%d", i), randomHex(4))
+		spec.Network = n
 		sb, err := d.Start(ctx, spec)
 		if err != nil {
 			b.Fatal(err)

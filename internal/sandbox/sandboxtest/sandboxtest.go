@@ -19,6 +19,10 @@
 // followed by Cleanup. It needs what the driver needs (typically root) plus
 // the go command.
 //
+// RunNetwork checks the network modes (sandbox.Network) of drivers that
+// have them, against an outside host the test makes in a network namespace,
+// with the attacks of a sandbox on other sandboxes and the host.
+//
 // A driver that isolates nothing (one for local development, which runs
 // agents as plain host processes) sets Config.NoIsolation: the suite then
 // skips what concerns isolation and limits and checks the rest.

@@ -99,6 +99,27 @@ var attacks = map[string]func(r *http.Request) error{
 	"packet-socket": func(*http.Request) error {
 		return closeFD(unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))))
 	},
+	// Take another address (another sandbox's) on the sandbox's own link,
+	// to send from it.
+	"set-address": func(r *http.Request) error {
+		ip := net.ParseIP(r.FormValue("addr")).To4()
+		if ip == nil {
+			return errors.New("bad addr")
+		}
+		ifr, err := unix.NewIfreq(r.FormValue("link"))
+		if err != nil {
+			return err
+		}
+		if err := ifr.SetInet4Addr(ip); err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.IoctlIfreq(fd, unix.SIOCSIFADDR, ifr)
+	},
 	"raw-socket": func(*http.Request) error {
 		return closeFD(unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW))
 	},

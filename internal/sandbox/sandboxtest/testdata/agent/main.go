@@ -108,6 +108,18 @@ func main() {
 		}
 		reply(w, "connected", err)
 	})
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		// An HTTP GET of url, for the network tests.
+		c := http.Client{Timeout: 3 * time.Second}
+		resp, err := c.Get(r.FormValue("url"))
+		if err != nil {
+			reply(w, "", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		reply(w, string(body), err)
+	})
 	mux.HandleFunc("/self", func(w http.ResponseWriter, r *http.Request) {
 		c := http.Client{Timeout: 2 * time.Second}
 		resp, err := c.Get("http://127.0.0.1:" + port + "/ping")
