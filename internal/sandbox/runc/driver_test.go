@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,35 @@ func TestConformanceCrun(t *testing.T) {
 	cfg := config(t, "crun")
 	probe(t, cfg)
 	sandboxtest.Run(t, cfg)
+}
+
+// TestConformanceRunsc runs the suite on gVisor: the same isolation
+// properties hold, some for other reasons (see sandboxtest's attacks).
+func TestConformanceRunsc(t *testing.T) {
+	sandboxtest.Run(t, config(t, "runsc"))
+}
+
+// runscProcesses returns the host pids of runsc sandbox id: its Sentry
+// (runsc-sandbox ... boot ... <id>) first, then its gofer, whose bundle is
+// the sandbox's directory.
+func runscProcesses(id string) []string {
+	var sentry, gofer []string
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		data, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+		pid := filepath.Base(filepath.Dir(c))
+		switch {
+		case args[0] == "runsc-sandbox" && slices.Contains(args, "boot") && args[len(args)-1] == id:
+			sentry = append(sentry, pid)
+		case args[0] == "runsc-gofer" && slices.ContainsFunc(args, func(a string) bool { return strings.HasSuffix(a, "/sandboxes/"+id) }):
+			gofer = append(gofer, pid)
+		}
+	}
+	return append(sentry, gofer...)
 }
 
 // TestConformanceNoUserNamespace runs the suite on sandboxes without a user
@@ -184,7 +214,13 @@ func configWith(tb testing.TB, binary string, opts runc.Options) sandboxtest.Con
 	skipUnlessAvailable(tb, binary)
 	parent := "/berth-test-" + randomHex(4)
 	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
+	var hostProcesses func(string) []string
+	if binary == "runsc" {
+		hostProcesses = runscProcesses
+	}
 	return sandboxtest.Config{
+		UserSpaceKernel: binary == "runsc",
+		HostProcesses:   hostProcesses,
 		NewDriver: func(tb testing.TB, state string) sandbox.Driver {
 			o := opts
 			o.Binary, o.StateDir, o.CgroupParent = binary, state, parent
@@ -192,13 +228,19 @@ func configWith(tb testing.TB, binary string, opts runc.Options) sandboxtest.Con
 			if err != nil {
 				tb.Fatal(err)
 			}
-			if d.UserNamespace() == opts.NoUserNamespace {
-				tb.Fatalf("the driver over %s uses user namespaces: %v, want %v", state, d.UserNamespace(), !opts.NoUserNamespace)
+			// runsc isolates its sandboxes with user namespaces of its
+			// own, never the driver's.
+			if want := !opts.NoUserNamespace && binary != "runsc"; d.UserNamespace() != want {
+				tb.Fatalf("the driver over %s uses user namespaces: %v, want %v", state, d.UserNamespace(), want)
 			}
 			return d
 		},
 		StatePaths: func(state, id string) []string {
-			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
+			runtimeState := filepath.Join(state, "runtime", id)
+			if binary == "runsc" {
+				runtimeState = filepath.Join(state, "runtime", id+"_sandbox:"+id+".state")
+			}
+			return []string{filepath.Join(state, "sandboxes", id), runtimeState}
 		},
 	}
 }

@@ -37,6 +37,14 @@ const cpuPeriod = 100_000
 // refuses a CFS quota below 1 ms per period.
 const minMilliCPUs = 10
 
+// A runsc sandbox's host pids limit allows gvisorTasksPerProcess host
+// processes and threads per agent process or thread, and gvisorTasks more
+// for the Sentry and gofer themselves (about 30 at rest).
+const (
+	gvisorTasksPerProcess = 4
+	gvisorTasks           = 128
+)
+
 // idPattern is what sandbox.Spec.ID allows.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
@@ -178,6 +186,13 @@ type bundle struct {
 	// seccomp is the system call filter, shared by every sandbox of a
 	// driver; nil means none (only in tests).
 	seccomp *specs.LinuxSeccomp
+	// gvisor says the runtime is runsc. Its sandboxes join the network
+	// namespace at netnsPath, made by the driver, and bind the overlay
+	// the driver mounted at merged (when spec.CodeDir is set) as their
+	// working directory.
+	gvisor    bool
+	netnsPath string
+	merged    string
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
@@ -199,7 +214,15 @@ func buildSpec(b bundle) *specs.Spec {
 		Source:      "tmpfs",
 		Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 	})
-	if s.CodeDir != "" {
+	switch {
+	case s.CodeDir != "" && b.gvisor:
+		mounts = append(mounts, specs.Mount{
+			Destination: s.WorkDir,
+			Type:        "bind",
+			Source:      b.merged,
+			Options:     []string{"rbind", "rw", "nosuid", "nodev"},
+		})
+	case s.CodeDir != "":
 		// The merged directory takes its owner from upperDir, which
 		// belongs to the agent: it can add files; the code's own files
 		// keep their owner and mode.
@@ -214,7 +237,7 @@ func buildSpec(b bundle) *specs.Spec {
 				"nosuid", "nodev",
 			},
 		})
-	} else {
+	default:
 		id := strconv.FormatUint(uint64(agent), 10)
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
@@ -228,6 +251,23 @@ func buildSpec(b bundle) *specs.Spec {
 	quota := b.limits.MilliCPUs * cpuPeriod / 1000
 	period := uint64(cpuPeriod)
 	pids := b.limits.Pids
+	rlimits := []specs.POSIXRlimit{
+		{Type: "RLIMIT_NOFILE", Hard: openFilesLimit, Soft: openFilesLimit},
+		{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+	}
+	if b.gvisor {
+		// The agent's processes are the Sentry's tasks, and the Sentry
+		// counts them against RLIMIT_NPROC within its sandbox: a fork
+		// past the limit fails with EAGAIN, as under a pids cgroup.
+		// (On the host kernel this limit would count every sandbox's
+		// agent, as they share a host uid.)
+		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: uint64(pids), Soft: uint64(pids)})
+		// The host cgroup's limit is then a backstop. It holds the Sentry,
+		// the gofer and, on the ptrace platform, host processes and
+		// threads standing for the agent's, several per agent process:
+		// were it reached, the Sentry would fail rather than the fork.
+		pids = pids*gvisorTasksPerProcess + gvisorTasks
+	}
 	res := &specs.LinuxResources{
 		// Deny every device; the runtime allows its default ones (null,
 		// zero, full, random, urandom, tty, ptmx) on top.
@@ -247,7 +287,7 @@ func buildSpec(b bundle) *specs.Spec {
 		// A new network namespace has only loopback, which the runtime
 		// brings up.
 		{Type: specs.PIDNamespace},
-		{Type: specs.NetworkNamespace},
+		{Type: specs.NetworkNamespace, Path: b.netnsPath},
 		{Type: specs.IPCNamespace},
 		{Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
@@ -269,11 +309,8 @@ func buildSpec(b bundle) *specs.Spec {
 			Cwd:      s.WorkDir,
 			// Every set empty: the runtime drops all capabilities (a
 			// nil set would leave them as they are).
-			Capabilities: &specs.LinuxCapabilities{},
-			Rlimits: []specs.POSIXRlimit{
-				{Type: "RLIMIT_NOFILE", Hard: openFilesLimit, Soft: openFilesLimit},
-				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
-			},
+			Capabilities:    &specs.LinuxCapabilities{},
+			Rlimits:         rlimits,
 			NoNewPrivileges: true,
 		},
 		Root:     &specs.Root{Path: b.rootfs, Readonly: true},
