@@ -87,7 +87,15 @@ const (
 	// EnvWarmPoolIdle shrinks the warm pool to nothing after that many
 	// seconds without a new session (0: never).
 	EnvWarmPoolIdle = "BERTH_WARM_POOL_IDLE"
+	// EnvOCIRuntime picks the OCI runtime the runtime's sandboxes run with,
+	// one of OCIRuntimes; without it, the server's default (berth server
+	// --oci-runtime). Drivers without a choice (berth dev) ignore it.
+	EnvOCIRuntime = "BERTH_OCI_RUNTIME"
 )
+
+// OCIRuntimes returns the values EnvOCIRuntime accepts: runc, crun and runsc
+// (gVisor, for stronger isolation).
+func OCIRuntimes() []string { return []string{"runc", "crun", "runsc"} }
 
 // Code runtimes Berth accepts.
 var codeRuntimes = []string{"PYTHON_3_10", "PYTHON_3_11", "PYTHON_3_12", "PYTHON_3_13", "PYTHON_3_14", "NODE_22"}
@@ -244,6 +252,9 @@ func (c *Config) normalize(minLifecycle int) error {
 				v.add("environmentVariables."+name, "%q is not a number from 0 to 1000", val)
 			}
 		}
+	}
+	if val, ok := c.Env[EnvOCIRuntime]; ok && !slices.Contains(OCIRuntimes(), val) {
+		v.add("environmentVariables."+EnvOCIRuntime, "%q is not one of %s", val, strings.Join(OCIRuntimes(), ", "))
 	}
 	if n := len(c.Env); n > maxEnvVars {
 		v.add("environmentVariables", "has %d entries; at most %d are allowed", n, maxEnvVars)

@@ -42,6 +42,11 @@ type Spec struct {
 	// Limits bounds the resources the sandbox can use.
 	Limits Limits
 
+	// Runtime names the OCI runtime to run the sandbox with ("runc",
+	// "crun", "runsc"), for drivers that offer a choice; empty means the
+	// driver's default. Drivers without a choice ignore it.
+	Runtime string
+
 	// Stdout and Stderr receive the agent's output. The driver hands these
 	// files to the agent directly; the caller keeps ownership and may close
 	// them once Start returns.

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/berthrun/berth/internal/api"
@@ -42,9 +44,13 @@ type Config struct {
 	// Region and AccountID appear in ARNs.
 	Region    string
 	AccountID string
-	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
-	// crun).
+	// OCIRuntime is the OCI runtime sandboxes run with unless their agent
+	// runtime asks for another (control.EnvOCIRuntime): runc, crun or runsc,
+	// or the path of one of them. Default runc.
 	OCIRuntime string
+	// OCIRuntimePaths maps OCI runtime names (runc, crun, runsc) to their
+	// binaries, for those not found in PATH under their own name.
+	OCIRuntimePaths map[string]string
 	// TLSCert and TLSKey, if set, serve HTTPS with that certificate;
 	// TLSSelfSigned serves HTTPS with a self-signed certificate kept in
 	// DataDir (see SelfSignedCert), for local use.
@@ -163,10 +169,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers = append(s.closers, func() { arts.Close() })
 
 	driver := cfg.Driver
+	var checkOCIRuntime func(string) error // nil: the driver has no choice
 	if driver == nil {
-		if driver, err = newRuncDriver(cfg); err != nil {
+		runtimes, err := newRuncDriver(cfg)
+		if err != nil {
 			return nil, err
 		}
+		driver, checkOCIRuntime = runtimes, runtimes.Check
 	}
 	if err := driver.Cleanup(ctx); err != nil {
 		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
@@ -174,6 +183,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	ctl, err := control.New(ctx, st, arts, control.Options{
 		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Logger: cfg.Logger,
+		CheckOCIRuntime: checkOCIRuntime,
 	})
 	if err != nil {
 		return nil, err
@@ -359,9 +369,23 @@ func (s *Server) pruneLogs(ctx context.Context) {
 	}
 }
 
-func newRuncDriver(cfg Config) (sandbox.Driver, error) {
-	d, err := runc.New(runc.Options{
-		Binary:       cfg.OCIRuntime,
+// newRuncDriver returns the driver of every OCI runtime, whose default is
+// cfg.OCIRuntime.
+func newRuncDriver(cfg Config) (*runc.Runtimes, error) {
+	def := cfg.OCIRuntime
+	if def == "" {
+		def = "runc"
+	}
+	paths := maps.Clone(cfg.OCIRuntimePaths)
+	if strings.ContainsRune(def, '/') {
+		// A path: its runtime is the default, at that path.
+		name := runc.RuntimeName(def)
+		if paths == nil {
+			paths = map[string]string{}
+		}
+		paths[name], def = def, name
+	}
+	d, err := runc.NewRuntimes(def, paths, runc.Options{
 		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
 		CgroupParent: cfg.CgroupParent,
 		Logger:       cfg.Logger,

@@ -123,7 +123,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Driver starts sandboxes with an OCI runtime. It is safe for concurrent use.
+// Driver starts sandboxes with an OCI runtime. It runs every sandbox with
+// its own runtime, whatever Spec.Runtime says: Runtimes chooses among
+// several. It is safe for concurrent use.
 type Driver struct {
 	rt           runtime
 	sandboxes    string // per-sandbox directories (bundles)

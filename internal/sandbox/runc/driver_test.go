@@ -141,6 +141,7 @@ func TestNewBadOptions(t *testing.T) {
 		{"tiny cpu default", runc.Options{StateDir: t.TempDir(), Defaults: sandbox.Limits{MilliCPUs: 1}}, "cpu"},
 		{"host ids among the host's users", runc.Options{StateDir: t.TempDir(), HostIDBase: 1000}, "host id base 1000"},
 		{"host ids past the last id", runc.Options{StateDir: t.TempDir(), HostIDBase: 1<<32 - 1000}, "host id base"},
+		{"a platform for runc", runc.Options{StateDir: t.TempDir(), Platform: "kvm"}, "only runsc"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,4 +295,66 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestRuntimes runs one sandbox per runtime through one Runtimes, checks that
+// each ran on the runtime it asked for, and that a runtime that is not
+// installed is refused with a clear error.
+func TestRuntimes(t *testing.T) {
+	skipUnlessAvailable(t, "runc")
+	skipUnlessAvailable(t, "runsc")
+	state := sandboxtest.TempDir(t)
+	parent := "/berth-test-" + randomHex(4)
+	t.Cleanup(func() {
+		for _, name := range runc.RuntimeNames() {
+			removeCgroupParent(t, parent+"/"+name)
+		}
+		removeCgroupParent(t, parent)
+	})
+	missing := filepath.Join(t.TempDir(), "runsc")
+	if _, err := runc.NewRuntimes("runsc", map[string]string{"runsc": missing}, runc.Options{StateDir: state, CgroupParent: parent}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("NewRuntimes with a missing default runtime = %v, want sandbox.ErrUnavailable", err)
+	}
+	if _, err := runc.NewRuntimes("kata", nil, runc.Options{StateDir: state}); err == nil || !strings.Contains(err.Error(), "kata") {
+		t.Fatalf("NewRuntimes with an unknown default runtime = %v, want an error naming it", err)
+	}
+
+	rs, err := runc.NewRuntimes("runc", nil, runc.Options{StateDir: state, CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		runtime string
+		sentry  bool // the agent runs on gVisor's Sentry
+	}{{"", false}, {"runsc", true}, {"runc", false}} {
+		id := "rts-" + randomHex(4)
+		sb, err := rs.Start(t.Context(), sandbox.Spec{ID: id, Runtime: tt.runtime, Args: []string{"/bin/sleep", "60"}, WorkDir: "/workspace"})
+		if err != nil {
+			t.Fatalf("start on %q: %v", tt.runtime, err)
+		}
+		if got := len(runscProcesses(id)) > 0; got != tt.sentry {
+			t.Errorf("sandbox on %q runs on gVisor: %v, want %v", tt.runtime, got, tt.sentry)
+		}
+		if err := sb.Stop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	broken, err := runc.NewRuntimes("runc", map[string]string{"runsc": missing}, runc.Options{StateDir: sandboxtest.TempDir(t), CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = broken.Check("runsc")
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "apt-get install runsc") {
+		t.Errorf("Check of a missing runsc = %v, want sandbox.ErrUnavailable naming %s and the package", err, missing)
+	}
+	if _, err := broken.Start(t.Context(), sandbox.Spec{ID: "rts-missing", Runtime: "runsc", Args: []string{"/bin/true"}, WorkDir: "/workspace"}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Errorf("Start on a missing runsc = %v, want sandbox.ErrUnavailable", err)
+	}
+	if err := broken.Check("kata"); err == nil {
+		t.Error("Check of an unknown runtime succeeded")
+	}
 }
