@@ -62,6 +62,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&cfg.Region, "region", envOr("BERTH_REGION", "us-east-1"), "region used in ARNs and given to agents as AWS_REGION (env BERTH_REGION)")
 	f.StringVar(&cfg.AccountID, "account-id", envOr("BERTH_ACCOUNT_ID", "000000000000"), "12-digit account ID used in ARNs (env BERTH_ACCOUNT_ID)")
 	f.StringVar(&cfg.OCIRuntime, "oci-runtime", envOr("BERTH_OCI_RUNTIME", "runc"), "default OCI runtime of sandboxes: runc, crun or runsc (gVisor); an agent runtime may ask for another with its environment variable BERTH_OCI_RUNTIME (env BERTH_OCI_RUNTIME)")
+	f.StringVar(&cfg.RunscPlatform, "runsc-platform", envOr("BERTH_RUNSC_PLATFORM", "ptrace"), "how gVisor (runsc) intercepts system calls: ptrace, or another platform of the installed runsc (runsc help platforms) (env BERTH_RUNSC_PLATFORM)")
 	f.StringToStringVar(&cfg.OCIRuntimePaths, "oci-runtime-path", nil, "binaries of OCI runtimes not in PATH under their own name, e.g. runsc=/opt/gvisor/runsc")
 	f.StringVar(&cfg.TLSCert, "tls-cert", envOr("BERTH_TLS_CERT", ""), "serve HTTPS with this certificate (PEM; with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envOr("BERTH_TLS_KEY", ""), "the TLS certificate's private key (PEM)")

@@ -51,6 +51,9 @@ type Config struct {
 	// OCIRuntimePaths maps OCI runtime names (runc, crun, runsc) to their
 	// binaries, for those not found in PATH under their own name.
 	OCIRuntimePaths map[string]string
+	// RunscPlatform is how gVisor intercepts system calls: ptrace (the
+	// default) or another platform the installed runsc offers.
+	RunscPlatform string
 	// TLSCert and TLSKey, if set, serve HTTPS with that certificate;
 	// TLSSelfSigned serves HTTPS with a self-signed certificate kept in
 	// DataDir (see SelfSignedCert), for local use.
@@ -388,6 +391,7 @@ func newRuncDriver(cfg Config) (*runc.Runtimes, error) {
 	d, err := runc.NewRuntimes(def, paths, runc.Options{
 		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
 		CgroupParent: cfg.CgroupParent,
+		Platform:     cfg.RunscPlatform,
 		Logger:       cfg.Logger,
 	})
 	if err != nil {

@@ -220,7 +220,7 @@ func (c *container) wait() {
 // killed by signal n (as a shell reports it). A Sentry killed by a signal
 // itself (by the OOM killer, or by Stop) is reported as it is.
 func sentryStatus(ws unix.WaitStatus) unix.WaitStatus {
-	if !ws.Exited() || ws.ExitStatus() <= 128 || ws.ExitStatus() >= 128+64 {
+	if !ws.Exited() || ws.ExitStatus() <= 128 || ws.ExitStatus() > 128+64 {
 		return ws
 	}
 	// A wait status with the signal in the low 7 bits means "killed by".
