@@ -35,15 +35,16 @@ func TestOCIRuntimes(t *testing.T) {
 	var runcID string
 	for _, tt := range []struct {
 		runtime string
+		agent   agent
 		gvisor  bool
-	}{{"runc", false}, {"runsc", true}} {
-		t.Run(tt.runtime, func(t *testing.T) {
+	}{{"runc", goAgent(t), false}, {"runsc", goAgent(t), true}, {"runsc", pythonAgent(t), true}} {
+		t.Run(tt.runtime+"_"+tt.agent.name, func(t *testing.T) {
 			b := b.with(t)
-			id, arn := b.deploy("on_"+tt.runtime, goAgent(t), deployOpts{env: map[string]string{"BERTH_OCI_RUNTIME": tt.runtime}})
+			id, arn := b.deploy(tt.agent.name+"_on_"+tt.runtime, tt.agent, deployOpts{env: map[string]string{"BERTH_OCI_RUNTIME": tt.runtime}})
 			if tt.runtime == "runc" {
 				runcID = id
 			}
-			session := sessionID(tt.runtime)
+			session := sessionID(tt.runtime + "-" + tt.agent.name)
 			res := b.mustInvoke(invokeInput{arn: arn, session: session, body: map[string]any{"op": "read", "path": "/proc/version"}})
 			kernel, _ := res["data"].(string)
 			if kernel == "" {

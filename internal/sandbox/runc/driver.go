@@ -229,6 +229,10 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 
+	if gvisor {
+		filter = gvisorSeccomp(filter)
+	}
+
 	cgroups, err := detectCgroups()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -357,6 +358,25 @@ func defaultSeccomp() (*specs.LinuxSeccomp, error) {
 		return nil, fmt.Errorf("default seccomp profile: %w", err)
 	}
 	return p, nil
+}
+
+// gvisorSeccomp adapts filter for runsc, which loads it inside its Sentry
+// but (as of its 2022 release) ignores errnoRet and refuses with EPERM.
+// Docker's profile refuses clone3 with ENOSYS so that the C library falls
+// back to clone, whose namespace flags the filter can check; from EPERM it
+// does not fall back, and no thread starts (Python cannot serve a request).
+// So runsc sandboxes may call clone3. Its flags are then unchecked, but they
+// reach the Sentry's emulated clone, not the host's, and the agent holds no
+// capability inside it either.
+func gvisorSeccomp(filter *specs.LinuxSeccomp) *specs.LinuxSeccomp {
+	f := *filter
+	f.Syscalls = slices.Clone(filter.Syscalls)
+	for i, sc := range f.Syscalls {
+		if slices.Equal(sc.Names, []string{"clone3"}) && sc.Action == specs.ActErrno {
+			f.Syscalls[i] = specs.LinuxSyscall{Names: sc.Names, Action: specs.ActAllow}
+		}
+	}
+	return &f
 }
 
 // kernelMounts are the /proc, /dev and /sys of every sandbox, as in

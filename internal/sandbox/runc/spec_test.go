@@ -483,3 +483,31 @@ func symlink(t *testing.T, target, p string) {
 		t.Fatal(err)
 	}
 }
+
+// TestGVisorSeccomp checks that runsc's filter lets clone3 through, where
+// Docker's refuses it with an errno runsc cannot return, and leaves the
+// driver's filter for the other runtimes as it was.
+func TestGVisorSeccomp(t *testing.T) {
+	filter, err := defaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	action := func(f *specs.LinuxSeccomp, name string) specs.LinuxSeccompAction {
+		for _, sc := range f.Syscalls {
+			if slices.Contains(sc.Names, name) {
+				return sc.Action
+			}
+		}
+		return f.DefaultAction
+	}
+	g := gvisorSeccomp(filter)
+	if got := action(g, "clone3"); got != specs.ActAllow {
+		t.Errorf("runsc's filter: clone3 %s, want allowed", got)
+	}
+	if got := action(filter, "clone3"); got != specs.ActErrno {
+		t.Errorf("the other runtimes' filter: clone3 %s, want refused", got)
+	}
+	if len(g.Syscalls) != len(filter.Syscalls) || g.DefaultAction != filter.DefaultAction {
+		t.Errorf("runsc's filter has %d rules and default %s, want the %d and %s of Docker's", len(g.Syscalls), g.DefaultAction, len(filter.Syscalls), filter.DefaultAction)
+	}
+}
