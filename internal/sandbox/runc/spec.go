@@ -294,6 +294,8 @@ func buildSpec(b bundle) *specs.Spec {
 		{Type: specs.MountNamespace},
 	}
 	var uidMap, gidMap []specs.LinuxIDMapping
+	// Never for runsc (see New): the agent's ids are the Sentry's, which
+	// runsc runs unprivileged in a user namespace of its own.
 	if b.ids.userns {
 		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.ids.hostBase, Size: idMapSize}}

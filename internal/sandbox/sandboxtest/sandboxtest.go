@@ -21,7 +21,10 @@
 //
 // A driver that isolates nothing (one for local development, which runs
 // agents as plain host processes) sets Config.NoIsolation: the suite then
-// skips what concerns isolation and limits and checks the rest.
+// skips what concerns isolation and limits and checks the rest. A driver
+// whose agents run on a kernel in user space (gVisor) sets
+// Config.UserSpaceKernel and HostProcesses: every isolation test still runs,
+// and asserts the same property where gVisor's outcome differs.
 package sandboxtest
 
 import (
