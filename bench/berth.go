@@ -20,12 +20,12 @@ import (
 // berth is a Berth server running in this process.
 type berth struct {
 	*client
-	name   string
-	parent string // cgroup parent of its sandboxes
-	base   string // the server's cgroup parent, above parent
-	cg     cgroups
-	cancel context.CancelFunc
-	served chan error
+	name       string
+	parent     string // cgroup parent of its sandboxes
+	cgroupBase string // the server's cgroup parent, above parent
+	cg         cgroups
+	cancel     context.CancelFunc
+	served     chan error
 }
 
 // startBerth starts a server named name (its data lives in tmp/name and
@@ -46,7 +46,7 @@ func (b *bench) startBerth(ctx context.Context, name string, cfg server.Config) 
 	if def == "" {
 		def = "runc"
 	}
-	s := &berth{client: newClient(srv.Addr().String(), true), name: name, base: cfg.CgroupParent,
+	s := &berth{client: newClient(srv.Addr().String(), true), name: name, cgroupBase: cfg.CgroupParent,
 		parent: cfg.CgroupParent + "/" + runc.RuntimeName(def), cg: b.cg, cancel: cancel, served: make(chan error, 1)}
 	go func() { s.served <- srv.Serve(ctx) }()
 	return s, nil
@@ -60,7 +60,7 @@ func (s *berth) stop() error {
 	s.http.CloseIdleConnections()
 	if left := s.cg.leftovers(s.parent); len(left) > 0 {
 		err = errors.Join(err, fmt.Errorf("server %s shut down but left %d sandbox cgroups, e.g. %s", s.name, len(left), left[0]))
-	} else if rerr := errors.Join(s.cg.removeParent(s.parent), s.cg.removeParent(s.base)); rerr != nil {
+	} else if rerr := errors.Join(s.cg.removeParent(s.parent), s.cg.removeParent(s.cgroupBase)); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("remove cgroup parent %s: %w", s.parent, rerr))
 	}
 	return err
