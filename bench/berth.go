@@ -20,11 +20,12 @@ import (
 // berth is a Berth server running in this process.
 type berth struct {
 	*client
-	name   string
-	parent string // cgroup parent of its sandboxes
-	cg     cgroups
-	cancel context.CancelFunc
-	served chan error
+	name       string
+	parent     string // cgroup parent of its sandboxes
+	cgroupBase string // the server's cgroup parent, above parent
+	cg         cgroups
+	cancel     context.CancelFunc
+	served     chan error
 }
 
 // startBerth starts a server named name (its data lives in tmp/name and
@@ -39,8 +40,14 @@ func (b *bench) startBerth(ctx context.Context, name string, cfg server.Config) 
 		return nil, fmt.Errorf("start Berth (%s): %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &berth{client: newClient(srv.Addr().String(), true), name: name, parent: cfg.CgroupParent, cg: b.cg,
-		cancel: cancel, served: make(chan error, 1)}
+	// The server gives each OCI runtime a cgroup parent of its own, below
+	// its own; the sandboxes here are all of the default runtime.
+	def := cfg.OCIRuntime
+	if def == "" {
+		def = "runc"
+	}
+	s := &berth{client: newClient(srv.Addr().String(), true), name: name, cgroupBase: cfg.CgroupParent,
+		parent: cfg.CgroupParent + "/" + runc.RuntimeName(def), cg: b.cg, cancel: cancel, served: make(chan error, 1)}
 	go func() { s.served <- srv.Serve(ctx) }()
 	return s, nil
 }
@@ -53,7 +60,7 @@ func (s *berth) stop() error {
 	s.http.CloseIdleConnections()
 	if left := s.cg.leftovers(s.parent); len(left) > 0 {
 		err = errors.Join(err, fmt.Errorf("server %s shut down but left %d sandbox cgroups, e.g. %s", s.name, len(left), left[0]))
-	} else if rerr := s.cg.removeParent(s.parent); rerr != nil {
+	} else if rerr := errors.Join(s.cg.removeParent(s.parent), s.cg.removeParent(s.cgroupBase)); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("remove cgroup parent %s: %w", s.parent, rerr))
 	}
 	return err

@@ -122,7 +122,7 @@ func main() {
 func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	cfg := config{
 		Sections:    slices.Clone(allSections),
-		Runtimes:    []string{"runc", "crun"},
+		Runtimes:    []string{"runc", "crun", "runsc"},
 		Concurrency: []int{1, 8, 32, 128},
 		Density:     []int{100, 500, 1000},
 		Out:         out,

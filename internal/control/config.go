@@ -100,7 +100,15 @@ const (
 	// reach: comma-separated host names, IPv4 addresses and CIDRs, each
 	// with an optional :PORT.
 	EnvNetworkAllow = "BERTH_NETWORK_ALLOW"
+	// EnvOCIRuntime picks the OCI runtime the runtime's sandboxes run with,
+	// one of OCIRuntimes; without it, the server's default (berth server
+	// --oci-runtime). Drivers without a choice (berth dev) ignore it.
+	EnvOCIRuntime = "BERTH_OCI_RUNTIME"
 )
+
+// OCIRuntimes returns the values EnvOCIRuntime accepts: runc, crun and runsc
+// (gVisor, for stronger isolation).
+func OCIRuntimes() []string { return []string{"runc", "crun", "runsc"} }
 
 // maxAllowEntries bounds EnvNetworkAllow (each entry is a filter rule or
 // two, and a host name a lookup at every cold start).
@@ -262,6 +270,9 @@ func (c *Config) normalize(minLifecycle int) error {
 				v.add("environmentVariables."+name, "%q is not a number from 0 to 1000", val)
 			}
 		}
+	}
+	if val, ok := c.Env[EnvOCIRuntime]; ok && !slices.Contains(OCIRuntimes(), val) {
+		v.add("environmentVariables."+EnvOCIRuntime, "%q is not one of %s", val, strings.Join(OCIRuntimes(), ", "))
 	}
 	if n := len(c.Env); n > maxEnvVars {
 		v.add("environmentVariables", "has %d entries; at most %d are allowed", n, maxEnvVars)

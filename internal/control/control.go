@@ -76,7 +76,13 @@ type Options struct {
 	SystemDirs []string
 	// Network is what the server lets runtimes' sandboxes reach.
 	Network NetworkPolicy
-	Logger  *slog.Logger
+	// CheckOCIRuntime, if set, reports whether this server can run
+	// sandboxes with the OCI runtime a configuration asks for (EnvOCIRuntime):
+	// nil, or an error saying what is missing. A runtime it refuses makes
+	// creating or updating the agent runtime fail on that field. Nil
+	// accepts every runtime (for servers whose driver has no choice).
+	CheckOCIRuntime func(name string) error
+	Logger          *slog.Logger
 }
 
 // Service is the control plane.
@@ -189,12 +195,26 @@ func (s *Service) runtimeView(r store.Runtime, v store.Version) (Runtime, error)
 		FailureReason: v.FailureReason, Config: c, CreatedAt: r.CreatedAt, UpdatedAt: v.UpdatedAt}, nil
 }
 
+// checkOCIRuntime refuses a configuration whose EnvOCIRuntime this server
+// cannot run. It leaves values that are not runtimes at all to normalize.
+func (s *Service) checkOCIRuntime(cfg Config) error {
+	name, ok := cfg.Env[EnvOCIRuntime]
+	if !ok || s.opts.CheckOCIRuntime == nil || !slices.Contains(OCIRuntimes(), name) {
+		return nil
+	}
+	if err := s.opts.CheckOCIRuntime(name); err != nil {
+		return &ValidationError{Fields: []FieldError{{Field: "environmentVariables." + EnvOCIRuntime,
+			Message: fmt.Sprintf("%q cannot run on this server: %v", name, err)}}}
+	}
+	return nil
+}
+
 // CreateRuntime creates a runtime with version 1 and its DEFAULT endpoint,
 // and starts preparing the version in the background.
 func (s *Service) CreateRuntime(ctx context.Context, name string, cfg Config, clientToken string) (Runtime, error) {
 	var v validator
 	validateName(&v, "agentRuntimeName", name)
-	if err := errors.Join(v.err(), cfg.normalize(s.opts.MinLifecycle)); err != nil {
+	if err := errors.Join(v.err(), cfg.normalize(s.opts.MinLifecycle), s.checkOCIRuntime(cfg)); err != nil {
 		return Runtime{}, mergeValidation(err)
 	}
 	var out Runtime
@@ -233,8 +253,8 @@ func (s *Service) CreateRuntime(ctx context.Context, name string, cfg Config, cl
 // UpdateRuntime creates a new version of a runtime with cfg; DEFAULT moves to
 // it once it is prepared.
 func (s *Service) UpdateRuntime(ctx context.Context, id string, cfg Config, clientToken string) (Runtime, error) {
-	if err := cfg.normalize(s.opts.MinLifecycle); err != nil {
-		return Runtime{}, err
+	if err := errors.Join(cfg.normalize(s.opts.MinLifecycle), s.checkOCIRuntime(cfg)); err != nil {
+		return Runtime{}, mergeValidation(err)
 	}
 	var out Runtime
 	err := s.update(ctx, func(tx store.Tx) error {

@@ -48,6 +48,8 @@ func TestNormalize(t *testing.T) {
 		{"authorization without JWT", func(c *Config) { c.HeaderAllowlist = []string{"Authorization"} }, []string{"requestHeaderConfiguration.requestHeaderAllowlist"}},
 		{"bad warm pool size", func(c *Config) { c.Env = map[string]string{EnvWarmPoolSize: "many"} }, []string{"environmentVariables." + EnvWarmPoolSize}},
 		{"warm pool size", func(c *Config) { c.Env = map[string]string{EnvWarmPoolSize: "3"} }, nil},
+		{"unknown OCI runtime", func(c *Config) { c.Env = map[string]string{EnvOCIRuntime: "kata"} }, []string{"environmentVariables." + EnvOCIRuntime}},
+		{"OCI runtime runsc", func(c *Config) { c.Env = map[string]string{EnvOCIRuntime: "runsc"} }, nil},
 		{"vpc without subnets", func(c *Config) { c.Network.Mode = "VPC" }, []string{"networkConfiguration.networkModeConfig"}},
 	}
 	for _, c := range cases {
@@ -243,6 +245,62 @@ func TestEntryPointNotInBundle(t *testing.T) {
 	failed := waitStatus(t, s, rt.ID, 1, StatusCreateFailed)
 	if !strings.Contains(failed.FailureReason, `"app.py" is not in the code bundle`) {
 		t.Errorf("failure reason = %q", failed.FailureReason)
+	}
+}
+
+// TestOCIRuntimeNotInstalled checks that creating or updating a runtime
+// whose BERTH_OCI_RUNTIME the server cannot run fails on that field, with
+// the server's reason, and that the deployment carries the choice.
+func TestOCIRuntimeNotInstalled(t *testing.T) {
+	ctx := context.Background()
+	arts := &fakeArtifacts{dirs: map[string]string{"agent.zip": bundleDir(t)}}
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	interp := t.TempDir()
+	os.WriteFile(filepath.Join(interp, "python3"), []byte("#!/bin/sh\n"), 0o755)
+	s, err := New(ctx, st, arts, Options{SystemDirs: []string{interp}, CheckOCIRuntime: func(name string) error {
+		if name == "runsc" {
+			return errors.New("OCI runtime runsc not found in PATH: install it with apt-get install runsc")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); st.Close() })
+
+	missing := validConfig()
+	missing.Env = map[string]string{EnvOCIRuntime: "runsc"}
+	wantRefused := func(op string, err error) {
+		t.Helper()
+		var ve *ValidationError
+		if !errors.As(err, &ve) || len(ve.Fields) != 1 || ve.Fields[0].Field != "environmentVariables."+EnvOCIRuntime ||
+			!strings.Contains(ve.Fields[0].Message, "apt-get install runsc") {
+			t.Fatalf("%s with an OCI runtime that is not installed = %v, want a validation error of environmentVariables.%s saying what to install",
+				op, err, EnvOCIRuntime)
+		}
+	}
+	_, err = s.CreateRuntime(ctx, "gvisor_agent", missing, "")
+	wantRefused("CreateRuntime", err)
+
+	installed := validConfig()
+	installed.Env = map[string]string{EnvOCIRuntime: "crun"}
+	rt, err := s.CreateRuntime(ctx, "crun_agent", installed, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.UpdateRuntime(ctx, rt.ID, missing, "")
+	wantRefused("UpdateRuntime", err)
+
+	waitStatus(t, s, rt.ID, 1, StatusReady)
+	dep, err := s.Resolve(ctx, rt.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep.OCIRuntime != "crun" {
+		t.Errorf("deployment's OCI runtime = %q, want crun", dep.OCIRuntime)
 	}
 }
 

@@ -37,13 +37,16 @@ type Deployment struct {
 	WarmPoolIdle time.Duration
 	// Network is what the version's sandboxes may reach.
 	Network sandbox.Network
+	// OCIRuntime is the OCI runtime its sandboxes run with (EnvOCIRuntime);
+	// empty means the server's default.
+	OCIRuntime string
 }
 
 // Target is what a new session of the deployment runs, with limits.
 func (d *Deployment) Target(limits sandbox.Limits) *session.Target {
 	return &session.Target{
 		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
-		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits, Network: d.Network,
+		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits, Network: d.Network, OCIRuntime: d.OCIRuntime,
 		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
 		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
 	}
@@ -141,7 +144,7 @@ func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (
 	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
 	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
 		CodeDir: dir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second,
-		Network: netw}, nil
+		Network: netw, OCIRuntime: c.Env[EnvOCIRuntime]}, nil
 }
 
 // command returns the agent's command line: a script entry point runs with

@@ -124,10 +124,14 @@ func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *
 	b.start()
 	t.Cleanup(func() {
 		b.stop()
-		// The (by then empty) parent cgroups are the test's own to remove.
+		// The (by then empty) parent cgroups, one per OCI runtime below
+		// the server's, are the test's own to remove.
+		runtimes, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroupParent, "*"))
 		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroupParent))
-		for _, d := range dirs {
-			os.Remove(d)
+		for _, d := range append(runtimes, dirs...) {
+			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+				os.Remove(d)
+			}
 		}
 	})
 	return b
@@ -447,10 +451,10 @@ func sessionID(name string) string {
 // cgroup parent and processes in them.
 func (b *berth) leftovers() []string {
 	var out []string
-	if ents, _ := os.ReadDir(filepath.Join(b.dataDir, "sandboxes", "runtime")); len(ents) > 0 {
-		for _, e := range ents {
-			out = append(out, "runtime state: "+e.Name())
-		}
+	// Each OCI runtime has its state below sandboxes/<runtime>.
+	states, _ := filepath.Glob(filepath.Join(b.dataDir, "sandboxes", "*", "runtime", "*"))
+	for _, s := range states {
+		out = append(out, "runtime state: "+s)
 	}
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -463,10 +467,11 @@ func (b *berth) leftovers() []string {
 	}
 	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, h := range append(hierarchies, "/sys/fs/cgroup") {
-		subs, _ := os.ReadDir(filepath.Join(h, b.cgroupParent))
+		// Sandboxes' cgroups are below one parent per OCI runtime.
+		subs, _ := filepath.Glob(filepath.Join(h, b.cgroupParent, "*", "*"))
 		for _, s := range subs {
-			if s.IsDir() {
-				out = append(out, "cgroup: "+filepath.Join(h, b.cgroupParent, s.Name()))
+			if fi, err := os.Stat(s); err == nil && fi.IsDir() {
+				out = append(out, "cgroup: "+s)
 			}
 		}
 	}

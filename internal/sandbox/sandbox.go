@@ -45,6 +45,10 @@ type Spec struct {
 	// Network says what the sandbox may reach beyond its own loopback.
 	// Drivers that do not isolate agents (package process) ignore it.
 	Network Network
+	// Runtime names the OCI runtime to run the sandbox with ("runc",
+	// "crun", "runsc"), for drivers that offer a choice; empty means the
+	// driver's default. Drivers without a choice ignore it.
+	Runtime string
 
 	// Stdout and Stderr receive the agent's output. The driver hands these
 	// files to the agent directly; the caller keeps ownership and may close

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -54,9 +55,16 @@ type Config struct {
 	// Region and AccountID appear in ARNs.
 	Region    string
 	AccountID string
-	// OCIRuntime is the OCI runtime binary sandboxes run with (runc,
-	// crun).
+	// OCIRuntime is the OCI runtime sandboxes run with unless their agent
+	// runtime asks for another (control.EnvOCIRuntime): runc, crun or runsc,
+	// or the path of one of them. Default runc.
 	OCIRuntime string
+	// OCIRuntimePaths maps OCI runtime names (runc, crun, runsc) to their
+	// binaries, for those not found in PATH under their own name.
+	OCIRuntimePaths map[string]string
+	// RunscPlatform is how gVisor intercepts system calls: ptrace (the
+	// default) or another platform the installed runsc offers.
+	RunscPlatform string
 	// TLSCert and TLSKey, if set, serve HTTPS with that certificate;
 	// TLSSelfSigned serves HTTPS with a self-signed certificate kept in
 	// DataDir (see SelfSignedCert), for local use.
@@ -186,10 +194,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	driver := cfg.Driver
 	policy := control.NetworkPolicy{NoOutbound: cfg.NoOutbound}
+	var checkOCIRuntime func(string) error // nil: the driver has no choice
 	if driver == nil {
-		if driver, policy, err = newRuncDriver(cfg); err != nil {
+		var runtimes *runc.Runtimes
+		if runtimes, policy, err = newRuncDriver(cfg); err != nil {
 			return nil, err
 		}
+		driver, checkOCIRuntime = runtimes, runtimes.Check
 	}
 	if err := driver.Cleanup(ctx); err != nil {
 		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
@@ -197,6 +208,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	ctl, err := control.New(ctx, st, arts, control.Options{
 		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Network: policy, Logger: cfg.Logger,
+		CheckOCIRuntime: checkOCIRuntime,
 	})
 	if err != nil {
 		return nil, err
@@ -382,10 +394,10 @@ func (s *Server) pruneLogs(ctx context.Context) {
 	}
 }
 
-// newRuncDriver makes the OCI-runtime driver, with sandbox networks unless
-// cfg.NoOutbound says otherwise or the host cannot have them, and returns
-// the network policy that follows.
-func newRuncDriver(cfg Config) (sandbox.Driver, control.NetworkPolicy, error) {
+// newRuncDriver returns the driver of every OCI runtime, whose default is
+// cfg.OCIRuntime, with sandbox networks unless cfg.NoOutbound says otherwise
+// or the host cannot have them, and the network policy that follows.
+func newRuncDriver(cfg Config) (*runc.Runtimes, control.NetworkPolicy, error) {
 	policy := control.NetworkPolicy{NoOutbound: cfg.NoOutbound}
 	log := cfg.Logger
 	if log == nil {
@@ -405,10 +417,23 @@ func newRuncDriver(cfg Config) (sandbox.Driver, control.NetworkPolicy, error) {
 			log.Debug("sandbox network ready", "pool", netw.Pool())
 		}
 	}
-	d, err := runc.New(runc.Options{
-		Binary:       cfg.OCIRuntime,
+	def := cfg.OCIRuntime
+	if def == "" {
+		def = "runc"
+	}
+	paths := maps.Clone(cfg.OCIRuntimePaths)
+	if strings.ContainsRune(def, '/') {
+		// A path: its runtime is the default, at that path.
+		name := runc.RuntimeName(def)
+		if paths == nil {
+			paths = map[string]string{}
+		}
+		paths[name], def = def, name
+	}
+	d, err := runc.NewRuntimes(def, paths, runc.Options{
 		StateDir:     filepath.Join(cfg.DataDir, "sandboxes"),
 		CgroupParent: cfg.CgroupParent,
+		Platform:     cfg.RunscPlatform,
 		Network:      netw,
 		Logger:       cfg.Logger,
 	})

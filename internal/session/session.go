@@ -73,6 +73,9 @@ type Target struct {
 	MaxLifetime time.Duration
 	Limits      sandbox.Limits
 	Network     sandbox.Network
+	// OCIRuntime names the OCI runtime of the sandbox (sandbox.Spec.Runtime);
+	// empty means the driver's default.
+	OCIRuntime string
 }
 
 // Options configure a Manager.
@@ -342,7 +345,7 @@ func (m *Manager) startSandbox(s *Session) error {
 	t := s.target
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
-		Limits: t.Limits, Network: t.Network, Stdout: stdout, Stderr: stderr,
+		Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)

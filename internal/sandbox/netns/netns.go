@@ -141,3 +141,80 @@ func checkAddress(network, address string) error {
 	}
 	return nil
 }
+
+// NewLoopback creates a network namespace that has only a loopback
+// interface, brought up, and returns an open file that refers to it. The
+// namespace lives for as long as the file is open or a process is in it.
+//
+// It is for runtimes that run a sandbox in a namespace they are given rather
+// than one they create and set up themselves (gVisor's runsc with its host
+// network: its Sentry cannot bring an interface up).
+func NewLoopback() (*os.File, error) {
+	type result struct {
+		ns  *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	// As in Dial, a thread that cannot return to its namespace ends locked
+	// and is retired with its goroutine.
+	go func() {
+		runtime.LockOSThread()
+		ns, lost, err := newLoopback()
+		if !lost {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{ns, err}
+	}()
+	r := <-ch
+	return r.ns, r.err
+}
+
+// newLoopback does NewLoopback's work on a locked thread. lost reports that
+// the thread is left in another namespace.
+func newLoopback() (ns *os.File, lost bool, err error) {
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false, fmt.Errorf("netns: create namespace: open own namespace: %w", err)
+	}
+	defer unix.Close(home)
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return nil, false, fmt.Errorf("netns: create namespace: %w", err)
+	}
+	defer func() {
+		if serr := unix.Setns(home, unix.CLONE_NEWNET); serr != nil {
+			lost = true
+			if ns != nil {
+				ns.Close()
+			}
+			ns, err = nil, fmt.Errorf("netns: create namespace: return to own namespace: %w", serr)
+		}
+	}()
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false, fmt.Errorf("netns: create namespace: open it: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "netns")
+	if err := loopbackUp(); err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("netns: create namespace: bring lo up: %w", err)
+	}
+	return f, false, nil
+}
+
+// loopbackUp sets the IFF_UP flag of lo in the calling thread's namespace.
+func loopbackUp() error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
+}

@@ -231,3 +231,31 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
 }
+
+// TestNewLoopback checks that a new namespace is not the process's own and
+// that its loopback is up: a connection to a closed port there is refused,
+// where a down loopback would make the network unreachable.
+func TestNewLoopback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("creating a network namespace needs root")
+	}
+	ns, err := netns.NewLoopback()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var own, got unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstat(int(ns.Fd()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ino == own.Ino {
+		t.Fatal("NewLoopback returned the process's own network namespace")
+	}
+	_, err = netns.Dial(t.Context(), ns, "tcp", "127.0.0.1:1")
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("dial a closed port in the new namespace = %v, want connection refused (loopback up)", err)
+	}
+}

@@ -1,7 +1,7 @@
 // Package runc runs sandboxes as containers of a production OCI runtime:
-// runc by default, or crun, which takes the same command line. (runsc would
-// need more: gVisor's own network stack is not reachable by dialling inside
-// the namespace.)
+// runc by default, crun, which takes the same command line, or gVisor's
+// runsc, for stronger isolation: its agent's system calls go to gVisor's
+// Sentry, a kernel in user space, not to the host's kernel.
 //
 // Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
 // network namespace has only loopback, unless its Spec.Network asks for more
@@ -35,6 +35,19 @@
 // thread) and reaps it for its exit status. Berth reaches the agent by
 // dialling inside the sandbox's network namespace (package netns), never
 // through a host port.
+//
+// runsc differs in a few explicit ways, all in this package. Its Sentry
+// cannot bring up an interface, so the driver creates each sandbox's network
+// namespace itself, with loopback up, and runs runsc with its host network
+// inside it. gVisor does not mount overlayfs, so a CodeDir's copy-on-write
+// view is an overlay the driver mounts on the host, in the sandbox's
+// directory, and binds in. The pid runsc reports, which the driver waits on,
+// is the Sentry's: it exits with the agent's status, or with 128+n when the
+// agent was killed by signal n. Sandboxes get no user namespace: gVisor runs
+// the Sentry and its file proxy (the gofer) in user namespaces of their own,
+// unprivileged, and the agent's ids are the Sentry's, not the host's. The
+// spec's seccomp filter is loaded inside the Sentry (--oci-seccomp), and the
+// cgroup limits apply to the Sentry, which holds the agent's memory.
 package runc
 
 import (
@@ -59,6 +72,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/netns"
 	"github.com/berthrun/berth/internal/sandbox/network"
 )
 
@@ -109,11 +123,18 @@ type Options struct {
 	// and allowlist). Nil means sandboxes can have loopback only: Start
 	// refuses other modes.
 	Network *network.Manager
+	// Platform is how runsc intercepts the agent's system calls, when
+	// Binary is runsc: "ptrace" (the default, which works everywhere) or
+	// what else that runsc offers (runsc help platforms). It must be empty
+	// for other runtimes.
+	Platform string
 	// Logger receives the driver's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Driver starts sandboxes with an OCI runtime. It is safe for concurrent use.
+// Driver starts sandboxes with an OCI runtime. It runs every sandbox with
+// its own runtime, whatever Spec.Runtime says: Runtimes chooses among
+// several. It is safe for concurrent use.
 type Driver struct {
 	rt           runtime
 	sandboxes    string // per-sandbox directories (bundles)
@@ -166,6 +187,14 @@ func New(opts Options) (*Driver, error) {
 	if bin, err = filepath.Abs(bin); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
+	gvisor := isGVisor(binary)
+	platform := opts.Platform
+	switch {
+	case gvisor && platform == "":
+		platform = "ptrace"
+	case !gvisor && platform != "":
+		return nil, fmt.Errorf("runc driver: platform %q: only runsc takes a platform, not %s", platform, filepath.Base(binary))
+	}
 
 	if opts.StateDir == "" {
 		return nil, errors.New("runc driver: no state directory")
@@ -210,6 +239,10 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 
+	if gvisor {
+		filter = gvisorSeccomp(filter)
+	}
+
 	cgroups, err := detectCgroups()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
@@ -219,7 +252,7 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	d := &Driver{
-		rt:           runtime{bin: bin, root: filepath.Join(state, "runtime")},
+		rt:           runtime{bin: bin, root: filepath.Join(state, "runtime"), gvisor: gvisor, platform: platform},
 		sandboxes:    filepath.Join(state, "sandboxes"),
 		rootfs:       filepath.Join(state, "rootfs"),
 		cgroupParent: parent,
@@ -249,6 +282,10 @@ func New(opts Options) (*Driver, error) {
 	switch err := userNamespaceUsable(state, base); {
 	case opts.NoUserNamespace:
 		logger.Debug("sandboxes run without a user namespace, as configured")
+	case gvisor:
+		// runsc puts its Sentry and gofer in user namespaces of its own;
+		// the agent's ids exist only inside the Sentry.
+		logger.Debug("sandboxes run without a user namespace of the driver's: runsc isolates them itself")
 	case err != nil:
 		logger.Warn("sandboxes run without a user namespace", "reason", err)
 	default:
@@ -330,7 +367,29 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 		limitSwap:   d.cgroups.swap,
 		ids:         d.ids,
 		seccomp:     d.seccomp,
+		gvisor:      d.rt.gvisor,
 	}
+	var ns *os.File // the sandbox's network namespace, when the driver makes it
+	if d.rt.gvisor {
+		var err error
+		if ns, err = netns.NewLoopback(); err != nil {
+			return nil, err
+		}
+		// runsc enters the namespace by this path; it stays open for
+		// dialling the agent.
+		b.netnsPath = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
+	}
+	c, err := d.startContainer(ctx, b, dir, ns)
+	if err != nil && ns != nil {
+		ns.Close()
+	}
+	return c, err
+}
+
+// startContainer writes the bundle of b in dir and runs it. ns is the
+// network namespace the driver made for the sandbox, or nil.
+func (d *Driver) startContainer(ctx context.Context, b bundle, dir string, ns *os.File) (*container, error) {
+	spec := b.spec
 	if spec.CodeDir != "" || spec.Network.Enabled() {
 		// The sandbox's root looks up the overlay directories and the
 		// network's /etc files (and nothing else) here; the overlay's
@@ -359,6 +418,18 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 			return nil, err
 		}
 	}
+	if spec.CodeDir != "" && b.gvisor {
+		// gVisor cannot mount overlayfs itself: mount it here and bind
+		// it in. destroy unmounts it.
+		b.merged = filepath.Join(dir, "merged")
+		if err := os.Mkdir(b.merged, 0o700); err != nil {
+			return nil, err
+		}
+		opts := "lowerdir=" + spec.CodeDir + ",upperdir=" + b.upperDir + ",workdir=" + b.workDir
+		if err := unix.Mount("overlay", b.merged, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+			return nil, fmt.Errorf("mount the working directory's overlay: %w", err)
+		}
+	}
 	// The mount point must exist in the shared, read-only skeleton. checkWorkDir
 	// keeps it out of the skeleton's symlinks.
 	if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
@@ -369,37 +440,50 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 	}
 
 	pidFile := filepath.Join(dir, "pid")
-	if plan == nil {
+	var pid int
+	if plan == nil || ns != nil {
+		// Without a network, or in a namespace the driver made (and so
+		// can set up first), the runtime runs the agent at once.
+		if plan != nil {
+			if err := d.attachNetwork(plan, dir, fmt.Sprintf("/proc/self/fd/%d", ns.Fd())); err != nil {
+				return nil, err
+			}
+		}
 		if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
 			return nil, err
 		}
-		pid, err := readPid(pidFile)
-		if err != nil {
+		var err error
+		if pid, err = readPid(pidFile); err != nil {
 			return nil, err
 		}
-		return d.watch(spec.ID, pid, b.limits)
+	} else {
+		// A networked sandbox's namespace is the runtime's, as without
+		// a network (so it belongs to the sandbox's user namespace,
+		// which sysfs needs), and is set up after the runtime creates
+		// it but before the agent runs: the agent never sees it
+		// unconfigured.
+		if err := d.rt.create(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
+			return nil, err
+		}
+		var err error
+		if pid, err = readPid(pidFile); err != nil {
+			return nil, err
+		}
+		if err := d.attachNetwork(plan, dir, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
+			return nil, err
+		}
+		if err := d.rt.start(ctx, spec.ID); err != nil {
+			return nil, err
+		}
 	}
-	// A networked sandbox's namespace is the runtime's, as without a
-	// network (so it belongs to the sandbox's user namespace, which sysfs
-	// needs), and is set up after the runtime creates it but before the
-	// agent runs: the agent never sees it unconfigured.
-	if err := d.rt.create(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
-		return nil, err
+	var err error
+	gofer := 0
+	if d.rt.gvisor {
+		if gofer, err = d.rt.goferPid(spec.ID); err != nil {
+			d.log.Warn("runsc's gofer is not known: it will not be reaped", "id", spec.ID, "err", err)
+		}
 	}
-	pid, err := readPid(pidFile)
-	if err != nil {
-		return nil, err
-	}
-	if err := d.net.Attach(plan, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	if err := d.rt.start(ctx, spec.ID); err != nil {
-		return nil, err
-	}
-	return d.watch(spec.ID, pid, b.limits)
+	return d.watch(spec.ID, pid, b.limits, ns, gofer)
 }
 
 // Cleanup kills and removes every sandbox an earlier driver over the same
@@ -455,6 +539,11 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 		if err := network.Remove(d.linkName(id), addr); err != nil {
 			return fmt.Errorf("remove sandbox %q: %w", id, err)
 		}
+	}
+	// The overlay mounted for a runsc sandbox's working directory, if any.
+	merged := filepath.Join(d.sandboxes, id, "merged")
+	if err := unix.Unmount(merged, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove sandbox %q: unmount %s: %w", id, merged, err)
 	}
 	if err := d.cgroups.remove(ctx, d.cgroupsPath(id)); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
@@ -531,6 +620,15 @@ func (d *Driver) planNetwork(ctx context.Context, b *bundle, dir string) (*netwo
 			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
 	}
 	return a, nil
+}
+
+// attachNetwork sets the planned network up in the namespace at nsPath and
+// records the sandbox's address beside its link for destroy.
+func (d *Driver) attachNetwork(plan *network.Attachment, dir, nsPath string) error {
+	if err := d.net.Attach(plan, nsPath); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600)
 }
 
 // readPid reads the pid file the runtime wrote.

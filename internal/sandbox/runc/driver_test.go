@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,6 +33,35 @@ func TestConformanceCrun(t *testing.T) {
 	cfg := config(t, "crun")
 	probe(t, cfg)
 	sandboxtest.Run(t, cfg)
+}
+
+// TestConformanceRunsc runs the suite on gVisor: the same isolation
+// properties hold, some for other reasons (see sandboxtest's attacks).
+func TestConformanceRunsc(t *testing.T) {
+	sandboxtest.Run(t, config(t, "runsc"))
+}
+
+// runscProcesses returns the host pids of runsc sandbox id: its Sentry
+// (runsc-sandbox ... boot ... <id>) first, then its gofer, whose bundle is
+// the sandbox's directory.
+func runscProcesses(id string) []string {
+	var sentry, gofer []string
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		data, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+		pid := filepath.Base(filepath.Dir(c))
+		switch {
+		case args[0] == "runsc-sandbox" && slices.Contains(args, "boot") && args[len(args)-1] == id:
+			sentry = append(sentry, pid)
+		case args[0] == "runsc-gofer" && slices.ContainsFunc(args, func(a string) bool { return strings.HasSuffix(a, "/sandboxes/"+id) }):
+			gofer = append(gofer, pid)
+		}
+	}
+	return append(sentry, gofer...)
 }
 
 // TestConformanceNoUserNamespace runs the suite on sandboxes without a user
@@ -112,6 +142,7 @@ func TestNewBadOptions(t *testing.T) {
 		{"tiny cpu default", runc.Options{StateDir: t.TempDir(), Defaults: sandbox.Limits{MilliCPUs: 1}}, "cpu"},
 		{"host ids among the host's users", runc.Options{StateDir: t.TempDir(), HostIDBase: 1000}, "host id base 1000"},
 		{"host ids past the last id", runc.Options{StateDir: t.TempDir(), HostIDBase: 1<<32 - 1000}, "host id base"},
+		{"a platform for runc", runc.Options{StateDir: t.TempDir(), Platform: "kvm"}, "only runsc"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,7 +234,13 @@ func configWith(tb testing.TB, binary string, opts runc.Options) sandboxtest.Con
 	skipUnlessAvailable(tb, binary)
 	parent := "/berth-test-" + randomHex(4)
 	tb.Cleanup(func() { removeCgroupParent(tb, parent) })
+	var hostProcesses func(string) []string
+	if binary == "runsc" {
+		hostProcesses = runscProcesses
+	}
 	return sandboxtest.Config{
+		UserSpaceKernel: binary == "runsc",
+		HostProcesses:   hostProcesses,
 		NewDriver: func(tb testing.TB, state string) sandbox.Driver {
 			o := opts
 			o.Binary, o.StateDir, o.CgroupParent = binary, state, parent
@@ -211,13 +248,19 @@ func configWith(tb testing.TB, binary string, opts runc.Options) sandboxtest.Con
 			if err != nil {
 				tb.Fatal(err)
 			}
-			if d.UserNamespace() == opts.NoUserNamespace {
-				tb.Fatalf("the driver over %s uses user namespaces: %v, want %v", state, d.UserNamespace(), !opts.NoUserNamespace)
+			// runsc isolates its sandboxes with user namespaces of its
+			// own, never the driver's.
+			if want := !opts.NoUserNamespace && binary != "runsc"; d.UserNamespace() != want {
+				tb.Fatalf("the driver over %s uses user namespaces: %v, want %v", state, d.UserNamespace(), want)
 			}
 			return d
 		},
 		StatePaths: func(state, id string) []string {
-			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
+			runtimeState := filepath.Join(state, "runtime", id)
+			if binary == "runsc" {
+				runtimeState = filepath.Join(state, "runtime", id+"_sandbox:"+id+".state")
+			}
+			return []string{filepath.Join(state, "sandboxes", id), runtimeState}
 		},
 	}
 }
@@ -284,6 +327,13 @@ func TestNetworkCrun(t *testing.T) {
 	sandboxtest.RunNetwork(t, networkConfig(t, "crun", runc.Options{}))
 }
 
+// TestNetworkRunsc runs the network tests on gVisor, whose network namespace
+// the driver makes and sets up before the runtime runs.
+func TestNetworkRunsc(t *testing.T) {
+	probe(t, config(t, "runsc"))
+	sandboxtest.RunNetwork(t, networkConfig(t, "runsc", runc.Options{}))
+}
+
 // TestNetworkNoUserNamespace runs the network tests on sandboxes without a
 // user namespace, whose network namespace then belongs to the host's.
 func TestNetworkNoUserNamespace(t *testing.T) {
@@ -332,5 +382,67 @@ func networkConfig(tb testing.TB, binary string, opts runc.Options) sandboxtest.
 		StatePaths: func(state, id string) []string {
 			return []string{filepath.Join(state, "sandboxes", id), filepath.Join(state, "runtime", id)}
 		},
+	}
+}
+
+// TestRuntimes runs one sandbox per runtime through one Runtimes, checks that
+// each ran on the runtime it asked for, and that a runtime that is not
+// installed is refused with a clear error.
+func TestRuntimes(t *testing.T) {
+	skipUnlessAvailable(t, "runc")
+	skipUnlessAvailable(t, "runsc")
+	state := sandboxtest.TempDir(t)
+	parent := "/berth-test-" + randomHex(4)
+	t.Cleanup(func() {
+		for _, name := range runc.RuntimeNames() {
+			removeCgroupParent(t, parent+"/"+name)
+		}
+		removeCgroupParent(t, parent)
+	})
+	missing := filepath.Join(t.TempDir(), "runsc")
+	if _, err := runc.NewRuntimes("runsc", map[string]string{"runsc": missing}, runc.Options{StateDir: state, CgroupParent: parent}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("NewRuntimes with a missing default runtime = %v, want sandbox.ErrUnavailable", err)
+	}
+	if _, err := runc.NewRuntimes("kata", nil, runc.Options{StateDir: state}); err == nil || !strings.Contains(err.Error(), "kata") {
+		t.Fatalf("NewRuntimes with an unknown default runtime = %v, want an error naming it", err)
+	}
+
+	rs, err := runc.NewRuntimes("runc", nil, runc.Options{StateDir: state, CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		runtime string
+		sentry  bool // the agent runs on gVisor's Sentry
+	}{{"", false}, {"runsc", true}, {"runc", false}} {
+		id := "rts-" + randomHex(4)
+		sb, err := rs.Start(t.Context(), sandbox.Spec{ID: id, Runtime: tt.runtime, Args: []string{"/bin/sleep", "60"}, WorkDir: "/workspace"})
+		if err != nil {
+			t.Fatalf("start on %q: %v", tt.runtime, err)
+		}
+		if got := len(runscProcesses(id)) > 0; got != tt.sentry {
+			t.Errorf("sandbox on %q runs on gVisor: %v, want %v", tt.runtime, got, tt.sentry)
+		}
+		if err := sb.Stop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	broken, err := runc.NewRuntimes("runc", map[string]string{"runsc": missing}, runc.Options{StateDir: sandboxtest.TempDir(t), CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = broken.Check("runsc")
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "apt-get install runsc") {
+		t.Errorf("Check of a missing runsc = %v, want sandbox.ErrUnavailable naming %s and the package", err, missing)
+	}
+	if _, err := broken.Start(t.Context(), sandbox.Spec{ID: "rts-missing", Runtime: "runsc", Args: []string{"/bin/true"}, WorkDir: "/workspace"}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Errorf("Start on a missing runsc = %v, want sandbox.ErrUnavailable", err)
+	}
+	if err := broken.Check("kata"); err == nil {
+		t.Error("Check of an unknown runtime succeeded")
 	}
 }

@@ -19,11 +19,45 @@ import (
 type runtime struct {
 	bin  string // absolute path of the binary
 	root string // its --root
+	// gvisor is true for runsc, which needs the global flags of
+	// gvisorFlags and sets sandboxes up differently (see Driver).
+	gvisor bool
+	// platform is runsc's --platform.
+	platform string
+}
+
+// isGVisor reports whether the OCI runtime binary is gVisor's runsc, by its
+// name: runsc, or runsc-<something> for a second installation.
+func isGVisor(binary string) bool {
+	base := filepath.Base(binary)
+	return base == "runsc" || strings.HasPrefix(base, "runsc-")
 }
 
 // command builds one invocation of the runtime.
 func (r runtime) command(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, r.bin, append([]string{"--root", r.root}, args...)...)
+	global := []string{"--root", r.root}
+	if r.gvisor {
+		global = append(global, r.gvisorFlags()...)
+	}
+	return exec.CommandContext(ctx, r.bin, append(global, args...)...)
+}
+
+// gvisorFlags are runsc's global flags. Every command gets them, as runsc
+// reads its configuration from its flags, not from its state.
+func (r runtime) gvisorFlags() []string {
+	return []string{
+		// gVisor's own network stack (--network=sandbox) cannot be
+		// reached by dialling inside the namespace, and fails on some
+		// kernels. With the host network, the Sentry uses the sockets of
+		// the network namespace it runs in: the sandbox's own, which
+		// has only loopback (see netns.NewLoopback).
+		"--network=host",
+		"--platform=" + r.platform,
+		// Load the spec's seccomp filter inside the sandbox too: the
+		// Sentry has its own host filter, and this one limits what the
+		// agent may ask of the Sentry, as under runc.
+		"--oci-seccomp",
+	}
 }
 
 // output runs a short runtime command and returns its standard output; its
@@ -101,8 +135,38 @@ func (r runtime) delete(ctx context.Context, id string) error {
 
 // exists reports whether the runtime still has state for container id.
 func (r runtime) exists(id string) bool {
-	_, err := os.Lstat(filepath.Join(r.root, id))
+	_, err := os.Lstat(r.statePath(id))
 	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// statePath is where the runtime keeps the state of container id: a
+// directory for runc and crun, a file for runsc (whose containers are each
+// in a sandbox of the same id).
+func (r runtime) statePath(id string) string {
+	if r.gvisor {
+		return filepath.Join(r.root, id+"_sandbox:"+id+".state")
+	}
+	return filepath.Join(r.root, id)
+}
+
+// goferPid returns the pid of the gofer, runsc's file proxy, of container
+// id. runsc leaves it running when `run --detach` exits, so it becomes this
+// process's child (see New) and must be reaped.
+func (r runtime) goferPid(id string) (int, error) {
+	data, err := os.ReadFile(r.statePath(id))
+	if err != nil {
+		return 0, fmt.Errorf("runsc state: %w", err)
+	}
+	var st struct {
+		GoferPid int `json:"goferPid"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return 0, fmt.Errorf("runsc state %s: %w", r.statePath(id), err)
+	}
+	if st.GoferPid <= 0 {
+		return 0, fmt.Errorf("runsc state %s: no gofer pid", r.statePath(id))
+	}
+	return st.GoferPid, nil
 }
 
 // list returns the IDs of every container in the runtime's root.

@@ -44,8 +44,20 @@ type container struct {
 var _ sandbox.Sandbox = (*container)(nil)
 
 // watch takes hold of the agent with pid that the runtime started for
-// sandbox id, and starts waiting for its exit.
-func (d *Driver) watch(id string, pid int, limits sandbox.Limits) (*container, error) {
+// sandbox id, and starts waiting for its exit. ns, if not nil, is the
+// sandbox's network namespace, which the driver made (for runsc, whose pid
+// is its Sentry's); the container owns it from now on. gofer, if not zero,
+// is the pid of runsc's gofer, a child of this process to reap when it
+// exits.
+func (d *Driver) watch(id string, pid int, limits sandbox.Limits, ns *os.File, gofer int) (*container, error) {
+	if gofer > 0 {
+		gfd, err := unix.PidfdOpen(gofer, unix.PIDFD_NONBLOCK)
+		if err == nil {
+			// It ends once the gofer does, which it does when the
+			// Sentry exits or is killed.
+			go reapExited(os.NewFile(uintptr(gfd), "pidfd"), gofer)
+		}
+	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("open pidfd of agent %d: %w", pid, err)
@@ -60,7 +72,12 @@ func (d *Driver) watch(id string, pid int, limits sandbox.Limits) (*container, e
 		pidfd: os.NewFile(uintptr(fd), "pidfd"),
 		done:  make(chan struct{}),
 	}
-	ns, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/net")
+	if ns != nil {
+		c.netns = ns
+		go c.wait()
+		return c, nil
+	}
+	ns, err = os.Open("/proc/" + strconv.Itoa(pid) + "/ns/net")
 	switch {
 	case err == nil && exited(c.pidfd):
 		// The pid may have been reaped and reused before the open: the
@@ -190,9 +207,42 @@ func (c *container) wait() {
 			n, err := c.d.cgroups.oomKills(c.d.cgroupsPath(c.id))
 			oom = err == nil && n > 0
 		}
+		if c.d.rt.gvisor {
+			ws = sentryStatus(ws)
+		}
 		c.err = exitReason(ws, oom, c.limits.MemoryBytes)
 	}
 	close(c.done)
+}
+
+// sentryStatus turns the wait status of runsc's Sentry into its agent's:
+// the Sentry exits with the agent's status, or with 128+n when the agent was
+// killed by signal n (as a shell reports it). A Sentry killed by a signal
+// itself (by the OOM killer, or by Stop) is reported as it is.
+func sentryStatus(ws unix.WaitStatus) unix.WaitStatus {
+	if !ws.Exited() || ws.ExitStatus() <= 128 || ws.ExitStatus() > 128+64 {
+		return ws
+	}
+	// A wait status with the signal in the low 7 bits means "killed by".
+	return unix.WaitStatus(ws.ExitStatus() - 128)
+}
+
+// reapExited waits for the child process behind pidfd f to exit, reaps it
+// and closes f.
+func reapExited(f *os.File, pid int) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Read(func(fd uintptr) bool {
+		if !exited1(fd, 0) {
+			return false
+		}
+		var ws unix.WaitStatus
+		reap(int(fd), pid, &ws)
+		return true
+	})
 }
 
 // reap collects the exit status of the exited process behind pidfd, if it

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,14 @@ const cpuPeriod = 100_000
 // minMilliCPUs is the smallest CPU share a sandbox can have: the kernel
 // refuses a CFS quota below 1 ms per period.
 const minMilliCPUs = 10
+
+// A runsc sandbox's host pids limit allows gvisorTasksPerProcess host
+// processes and threads per agent process or thread, and gvisorTasks more
+// for the Sentry and gofer themselves (about 30 at rest).
+const (
+	gvisorTasksPerProcess = 4
+	gvisorTasks           = 128
+)
 
 // idPattern is what sandbox.Spec.ID allows.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -184,6 +193,13 @@ type bundle struct {
 	// etc are bind mounts over the system view's /etc files (the
 	// network's resolv.conf and hosts).
 	etc []specs.Mount
+	// gvisor says the runtime is runsc. Its sandboxes join the network
+	// namespace at netnsPath, made by the driver, and bind the overlay
+	// the driver mounted at merged (when spec.CodeDir is set) as their
+	// working directory.
+	gvisor    bool
+	netnsPath string
+	merged    string
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
@@ -206,7 +222,15 @@ func buildSpec(b bundle) *specs.Spec {
 		Source:      "tmpfs",
 		Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 	})
-	if s.CodeDir != "" {
+	switch {
+	case s.CodeDir != "" && b.gvisor:
+		mounts = append(mounts, specs.Mount{
+			Destination: s.WorkDir,
+			Type:        "bind",
+			Source:      b.merged,
+			Options:     []string{"rbind", "rw", "nosuid", "nodev"},
+		})
+	case s.CodeDir != "":
 		// The merged directory takes its owner from upperDir, which
 		// belongs to the agent: it can add files; the code's own files
 		// keep their owner and mode.
@@ -221,7 +245,7 @@ func buildSpec(b bundle) *specs.Spec {
 				"nosuid", "nodev",
 			},
 		})
-	} else {
+	default:
 		id := strconv.FormatUint(uint64(agent), 10)
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
@@ -235,6 +259,23 @@ func buildSpec(b bundle) *specs.Spec {
 	quota := b.limits.MilliCPUs * cpuPeriod / 1000
 	period := uint64(cpuPeriod)
 	pids := b.limits.Pids
+	rlimits := []specs.POSIXRlimit{
+		{Type: "RLIMIT_NOFILE", Hard: openFilesLimit, Soft: openFilesLimit},
+		{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+	}
+	if b.gvisor {
+		// The agent's processes are the Sentry's tasks, and the Sentry
+		// counts them against RLIMIT_NPROC within its sandbox: a fork
+		// past the limit fails with EAGAIN, as under a pids cgroup.
+		// (On the host kernel this limit would count every sandbox's
+		// agent, as they share a host uid.)
+		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: uint64(pids), Soft: uint64(pids)})
+		// The host cgroup's limit is then a backstop. It holds the Sentry,
+		// the gofer and, on the ptrace platform, host processes and
+		// threads standing for the agent's, several per agent process:
+		// were it reached, the Sentry would fail rather than the fork.
+		pids = pids*gvisorTasksPerProcess + gvisorTasks
+	}
 	res := &specs.LinuxResources{
 		// Deny every device; the runtime allows its default ones (null,
 		// zero, full, random, urandom, tty, ptmx) on top.
@@ -254,12 +295,14 @@ func buildSpec(b bundle) *specs.Spec {
 		// A new network namespace has only loopback, which the runtime
 		// brings up.
 		{Type: specs.PIDNamespace},
-		{Type: specs.NetworkNamespace},
+		{Type: specs.NetworkNamespace, Path: b.netnsPath},
 		{Type: specs.IPCNamespace},
 		{Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
 	}
 	var uidMap, gidMap []specs.LinuxIDMapping
+	// Never for runsc (see New): the agent's ids are the Sentry's, which
+	// runsc runs unprivileged in a user namespace of its own.
 	if b.ids.userns {
 		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.ids.hostBase, Size: idMapSize}}
@@ -276,11 +319,8 @@ func buildSpec(b bundle) *specs.Spec {
 			Cwd:      s.WorkDir,
 			// Every set empty: the runtime drops all capabilities (a
 			// nil set would leave them as they are).
-			Capabilities: &specs.LinuxCapabilities{},
-			Rlimits: []specs.POSIXRlimit{
-				{Type: "RLIMIT_NOFILE", Hard: openFilesLimit, Soft: openFilesLimit},
-				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
-			},
+			Capabilities:    &specs.LinuxCapabilities{},
+			Rlimits:         rlimits,
 			NoNewPrivileges: true,
 		},
 		Root:     &specs.Root{Path: b.rootfs, Readonly: true},
@@ -327,6 +367,25 @@ func defaultSeccomp() (*specs.LinuxSeccomp, error) {
 		return nil, fmt.Errorf("default seccomp profile: %w", err)
 	}
 	return p, nil
+}
+
+// gvisorSeccomp adapts filter for runsc, which loads it inside its Sentry
+// but (as of its 2022 release) ignores errnoRet and refuses with EPERM.
+// Docker's profile refuses clone3 with ENOSYS so that the C library falls
+// back to clone, whose namespace flags the filter can check; from EPERM it
+// does not fall back, and no thread starts (Python cannot serve a request).
+// So runsc sandboxes may call clone3. Its flags are then unchecked, but they
+// reach the Sentry's emulated clone, not the host's, and the agent holds no
+// capability inside it either.
+func gvisorSeccomp(filter *specs.LinuxSeccomp) *specs.LinuxSeccomp {
+	f := *filter
+	f.Syscalls = slices.Clone(filter.Syscalls)
+	for i, sc := range f.Syscalls {
+		if slices.Equal(sc.Names, []string{"clone3"}) && sc.Action == specs.ActErrno {
+			f.Syscalls[i] = specs.LinuxSyscall{Names: sc.Names, Action: specs.ActAllow}
+		}
+	}
+	return &f
 }
 
 // kernelMounts are the /proc, /dev and /sys of every sandbox, as in

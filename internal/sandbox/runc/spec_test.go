@@ -264,6 +264,29 @@ func TestBuildSpec(t *testing.T) {
 				}
 			}
 		}},
+		{"runsc", func(b *bundle) {
+			b.gvisor, b.netnsPath, b.merged = true, "/proc/7/fd/9", "/state/sandboxes/s1/merged"
+			b.ids.userns = false
+		}, func(t *testing.T, s *specs.Spec) {
+			// The network namespace the driver made, with loopback up.
+			if !slices.Contains(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/proc/7/fd/9"}) {
+				t.Errorf("namespaces = %v, want the network namespace at /proc/7/fd/9", s.Linux.Namespaces)
+			}
+			// The overlay mounted on the host, bound in writable.
+			if m := mountAt(t, s, "/app"); m.Type != "bind" || m.Source != "/state/sandboxes/s1/merged" || !slices.Contains(m.Options, "rw") {
+				t.Errorf("workdir mount = %+v, want a writable bind of the host's overlay", m)
+			}
+			// Pids: counted by the Sentry, with a host backstop.
+			if !slices.Contains(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: 100, Soft: 100}) {
+				t.Errorf("rlimits = %v, want RLIMIT_NPROC 100", s.Process.Rlimits)
+			}
+			if got, want := *s.Linux.Resources.Pids.Limit, int64(100*gvisorTasksPerProcess+gvisorTasks); got != want {
+				t.Errorf("host pids limit = %d, want %d", got, want)
+			}
+			if s.Linux.Seccomp == nil {
+				t.Error("no seccomp filter: runsc loads it inside the Sentry")
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -458,5 +481,33 @@ func symlink(t *testing.T, target, p string) {
 	t.Helper()
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGVisorSeccomp checks that runsc's filter lets clone3 through, where
+// Docker's refuses it with an errno runsc cannot return, and leaves the
+// driver's filter for the other runtimes as it was.
+func TestGVisorSeccomp(t *testing.T) {
+	filter, err := defaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	action := func(f *specs.LinuxSeccomp, name string) specs.LinuxSeccompAction {
+		for _, sc := range f.Syscalls {
+			if slices.Contains(sc.Names, name) {
+				return sc.Action
+			}
+		}
+		return f.DefaultAction
+	}
+	g := gvisorSeccomp(filter)
+	if got := action(g, "clone3"); got != specs.ActAllow {
+		t.Errorf("runsc's filter: clone3 %s, want allowed", got)
+	}
+	if got := action(filter, "clone3"); got != specs.ActErrno {
+		t.Errorf("the other runtimes' filter: clone3 %s, want refused", got)
+	}
+	if len(g.Syscalls) != len(filter.Syscalls) || g.DefaultAction != filter.DefaultAction {
+		t.Errorf("runsc's filter has %d rules and default %s, want the %d and %s of Docker's", len(g.Syscalls), g.DefaultAction, len(filter.Syscalls), filter.DefaultAction)
 	}
 }

@@ -171,7 +171,7 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 	b.ok(t, "/write", "path", victimTmp, "data", "victim's tmp")
 	b.ok(t, "/write", "path", victimWork, "data", "victim's workdir")
 	b.ok(t, "/listen-unix", "name", secret)
-	victimPIDs := markedProcesses(b.mark)
+	victimPIDs := s.hostProcesses(b)
 	if len(victimPIDs) == 0 {
 		t.Fatalf("no host process of the victim sandbox %s", b.sb.ID())
 	}
@@ -240,7 +240,7 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 		// kill -9 -1 hits every process the agent may signal: only its
 		// own, of which there are none besides itself.
 		a.ok(t, "/attack", "name", "kill-all")
-		held := slices.Contains(markedProcesses(b.mark), victimPID) && b.ok(t, "/ping") == "pong"
+		held := slices.Contains(s.hostProcesses(b), victimPID) && b.ok(t, "/ping") == "pong"
 		if !held {
 			t.Errorf("the victim did not survive kill -9 -1 in the attacker")
 		}
@@ -289,7 +289,14 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 	})
 	t.Run("Kernel", func(t *testing.T) {
 		at := attacker{t: t, a: a, r: at.r}
-		for _, tt := range []struct{ attack, name string }{
+		type attack struct{ attack, name string }
+		mknod := attack{"mknod /dev/mem (c 1 1) in /tmp", "mknod"}
+		if s.cfg.UserSpaceKernel {
+			// gVisor lets the node be made in its own tmpfs; it must not
+			// reach the host's memory.
+			mknod = attack{"mknod /dev/mem (c 1 1) in /tmp and read it", "mknod-read"}
+		}
+		for _, tt := range []attack{
 			{"mount a tmpfs", "mount-tmpfs"},
 			{"bind-mount /usr", "mount-bind"},
 			{"mount a proc", "mount-proc"},
@@ -304,7 +311,7 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 			{"set the clock (clock_settime)", "clock-settime"},
 			{"open an AF_PACKET raw socket", "packet-socket"},
 			{"open an AF_INET SOCK_RAW socket", "raw-socket"},
-			{"mknod /dev/mem (c 1 1) in /tmp", "mknod"},
+			mknod,
 			{"setuid(0)", "setuid"},
 			{"setgid(0)", "setgid"},
 			{"setgroups([0])", "setgroups"},
@@ -334,10 +341,10 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 	tmp, work := b.ok(t, "/read", "path", victimTmp), b.ok(t, "/read", "path", victimWork)
 	started, errText := b.fork(t, 5)
 	healthy := b.ok(t, "/ping") == "pong" && tmp == "victim's tmp" && work == "victim's workdir" &&
-		started == 5 && slices.Contains(markedProcesses(b.mark), victimPID)
+		started == 5 && slices.Contains(s.hostProcesses(b), victimPID)
 	if !healthy {
 		t.Errorf("the victim after the attacks: /tmp %q, workdir %q, forked %d of 5 (%s), host processes %v (want %s)",
-			tmp, work, started, errText, markedProcesses(b.mark), victimPID)
+			tmp, work, started, errText, s.hostProcesses(b), victimPID)
 	}
 	s.report.add("the victim after all attacks", healthy, "answers, forks, its files and processes intact")
 }
@@ -370,8 +377,13 @@ func (s *suite) attackIdentity(t *testing.T, at attacker) {
 		{"gain privileges by exec (no_new_privs)", "NoNewPrivs", func(v string) bool { return v == "1" }},
 		{"make system calls unfiltered (seccomp)", "Seccomp", func(v string) bool { return v == "2" }},
 	}
+	// gVisor's /proc/self/status lacks these two; prctl tells them.
+	fromPrctl := map[string]string{"CapAmb": "cap_ambient", "NoNewPrivs": "no_new_privs"}
 	for _, c := range checks {
 		v, found := fields[c.field]
+		if what := fromPrctl[c.field]; !found && s.cfg.UserSpaceKernel && what != "" {
+			v, found = at.a.ok(t, "/prctl", "what", what), true
+		}
 		held := found && c.ok(v)
 		if !held {
 			t.Errorf("%s: /proc/self/status has %s: %q", c.attack, c.field, v)

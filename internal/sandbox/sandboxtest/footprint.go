@@ -20,24 +20,44 @@ const markEnv = "SANDBOXTEST_MARK"
 // suite can see without knowing the driver.
 type footprint struct {
 	id      string
-	mark    string   // value of markEnv in the sandbox's processes
-	netns   string   // the agent's network namespace, "net:[inode]"; "" if it is the host's
-	cgroups []string // host directories of the sandbox's own cgroups
-	paths   []string // driver state the Config names
+	procs   func() []string // the sandbox's host processes
+	netns   string          // the agent's network namespace, "net:[inode]"; "" if it is the host's
+	cgroups []string        // host directories of the sandbox's own cgroups
+	paths   []string        // driver state the Config names
 }
 
 // capture records the footprint of the running agent a and checks that it
 // is real: the marked processes, the namespace, the cgroups and the paths
 // exist now, so that their absence later means something. isolated says
 // whether the sandbox has a network namespace of its own to record.
-func capture(t testing.TB, statePaths func(id string) []string, isolated bool, a *agent, mark string) footprint {
+func (s *suite) capture(t testing.TB, statePaths func(id string) []string, a *agent) footprint {
 	t.Helper()
-	f := footprint{id: a.sb.ID(), mark: mark}
-	if pids := markedProcesses(mark); len(pids) == 0 {
-		t.Fatalf("sandbox %s: no host process carries %s=%s", f.id, markEnv, mark)
+	f := footprint{id: a.sb.ID(), procs: func() []string { return s.hostProcesses(a) }}
+	pids := f.procs()
+	if len(pids) == 0 {
+		t.Fatalf("sandbox %s: no host process found (with %s=%s)", f.id, markEnv, a.mark)
 	}
-	if isolated {
+	// An agent on a kernel in user space sees that kernel's namespaces and
+	// cgroups: the host's are those of its host processes.
+	procSelf := func(file string) string { return a.ok(t, "/read", "path", "/proc/self/"+file) }
+	if s.cfg.UserSpaceKernel {
+		procSelf = func(file string) string {
+			data, err := os.ReadFile("/proc/" + pids[0] + "/" + file)
+			if err != nil {
+				t.Fatalf("sandbox %s: %v", f.id, err)
+			}
+			return string(data)
+		}
+	}
+	if !s.cfg.NoIsolation {
 		f.netns = a.ok(t, "/readlink", "path", "/proc/self/ns/net")
+		if s.cfg.UserSpaceKernel {
+			ns, err := os.Readlink("/proc/" + pids[0] + "/ns/net")
+			if err != nil {
+				t.Fatalf("sandbox %s: %v", f.id, err)
+			}
+			f.netns = ns
+		}
 		if !strings.HasPrefix(f.netns, "net:[") {
 			t.Fatalf("sandbox %s: network namespace is %q", f.id, f.netns)
 		}
@@ -45,7 +65,7 @@ func capture(t testing.TB, statePaths func(id string) []string, isolated bool, a
 			t.Fatalf("sandbox %s: no host process is in %s", f.id, f.netns)
 		}
 	}
-	dirs, err := cgroupDirs(a.ok(t, "/read", "path", "/proc/self/cgroup"))
+	dirs, err := cgroupDirs(procSelf("cgroup"))
 	if err != nil {
 		t.Fatalf("sandbox %s: %v", f.id, err)
 	}
@@ -70,7 +90,7 @@ func capture(t testing.TB, statePaths func(id string) []string, isolated bool, a
 // sandbox's network namespace.
 func (f footprint) assertGone(t testing.TB, ownFDs bool) {
 	t.Helper()
-	if pids := markedProcesses(f.mark); len(pids) > 0 {
+	if pids := f.procs(); len(pids) > 0 {
 		t.Errorf("sandbox %s: processes %v still run", f.id, pids)
 	}
 	if f.netns != "" {

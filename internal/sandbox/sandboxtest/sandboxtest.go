@@ -25,7 +25,10 @@
 //
 // A driver that isolates nothing (one for local development, which runs
 // agents as plain host processes) sets Config.NoIsolation: the suite then
-// skips what concerns isolation and limits and checks the rest.
+// skips what concerns isolation and limits and checks the rest. A driver
+// whose agents run on a kernel in user space (gVisor) sets
+// Config.UserSpaceKernel and HostProcesses: every isolation test still runs,
+// and asserts the same property where gVisor's outcome differs.
 package sandboxtest
 
 import (
@@ -66,6 +69,25 @@ type Config struct {
 	// agents listen side by side: it gives each its own PORT, which the
 	// test agent honours, and dials that port whatever address it is given.
 	NoIsolation bool
+	// UserSpaceKernel says the agent runs on a kernel in user space
+	// (gVisor's Sentry), not on the host's: its processes are not host
+	// processes, and the namespaces and cgroups it sees are the Sentry's
+	// emulation. The suite then finds a sandbox on the host through
+	// HostProcesses (required), reads its network namespace and cgroups
+	// from them, and asserts the same isolation properties where the
+	// outcome legitimately differs:
+	//   - writing the read-only root may fail with "permission denied"
+	//     rather than "read-only file system" (the Sentry checks
+	//     permissions first), as long as the agent's mount table marks
+	//     the root read-only;
+	//   - the victim of the attacks is its host processes (the Sentry),
+	//     which must survive them as an agent's own would.
+	UserSpaceKernel bool
+	// HostProcesses returns the host pids of sandbox id, the main one
+	// first. Optional unless UserSpaceKernel: by
+	// default they are the processes whose environment carries the
+	// suite's mark, which every agent process does.
+	HostProcesses func(id string) []string
 }
 
 // Test agent layout inside a sandbox.
@@ -130,6 +152,15 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("Stop", func(t *testing.T) { s.testStop(t, d, state) })
 	t.Run("CleanupAfterCrash", func(t *testing.T) { s.testCleanupAfterCrash(t) })
 	s.report.log(t)
+}
+
+// hostProcesses returns the host pids of a's sandbox (see
+// Config.HostProcesses).
+func (s *suite) hostProcesses(a *agent) []string {
+	if s.cfg.HostProcesses != nil {
+		return s.cfg.HostProcesses(a.sb.ID())
+	}
+	return markedProcesses(a.mark)
 }
 
 // isolated wraps a test of isolation or limits, which is skipped for a
@@ -311,15 +342,37 @@ func (s *suite) testPIDNamespace(t *testing.T, a, b *agent) {
 }
 
 func (s *suite) testReadOnlyRoot(t *testing.T, a *agent) {
+	// gVisor's Sentry checks permissions before it checks for a read-only
+	// mount: there the mount table must say that the root is read-only.
+	refusal := "read-only"
+	if s.cfg.UserSpaceKernel {
+		refusal = "permission denied"
+		if opts := rootMountOptions(a.ok(t, "/read", "path", "/proc/self/mountinfo")); !slices.Contains(opts, "ro") {
+			t.Errorf("the sandbox's root is mounted with %v, want ro", opts)
+		}
+	}
 	for _, p := range []string{"/sandboxtest", "/usr/sandboxtest", "/usr/bin/sandboxtest", "/bin/sandboxtest", "/etc/sandboxtest", "/etc/passwd"} {
 		code, body := a.get(t, "/write", "path", p, "data", "x")
 		if code == http.StatusOK {
 			t.Errorf("writing %s succeeded", p)
-		} else if code != http.StatusNotFound && !containsFold(body, "read-only") {
+		} else if code != http.StatusNotFound && !containsFold(body, "read-only") && !containsFold(body, refusal) {
 			t.Errorf("writing %s failed for another reason than a read-only file system: %s", p, body)
 		}
 	}
 	a.ok(t, "/write", "path", workDir+"/writable", "data", "x")
+}
+
+// rootMountOptions returns the per-mount options of the last mount on "/"
+// in a /proc/<pid>/mountinfo, or nil.
+func rootMountOptions(mountinfo string) []string {
+	var opts []string
+	for _, line := range strings.Split(mountinfo, "\n") {
+		// id parent major:minor root mount-point options ...
+		if f := strings.Fields(line); len(f) >= 6 && f[4] == "/" {
+			opts = strings.Split(f[5], ",")
+		}
+	}
+	return opts
 }
 
 func (s *suite) testHostHidden(t *testing.T, a *agent, state string) {
@@ -475,12 +528,15 @@ func (s *suite) testExitLater(t *testing.T, d sandbox.Driver) {
 }
 
 func (s *suite) testStop(t *testing.T, d sandbox.Driver, state string) {
-	x, mark := s.startReady(t, d, "stop", nil)
+	x, _ := s.startReady(t, d, "stop", nil)
 	// A child process too: it must die with the agent.
 	x.ok(t, "/spawn")
-	fp := capture(t, s.statePaths(state), !s.cfg.NoIsolation, x, mark)
-	if pids := markedProcesses(mark); len(pids) < 2 {
+	fp := s.capture(t, s.statePaths(state), x)
+	if pids := s.hostProcesses(x); len(pids) < 2 && !s.cfg.UserSpaceKernel {
 		t.Fatalf("the sandbox runs processes %v, want the agent and its child", pids)
+	}
+	if got := x.ok(t, "/pids"); got == "1" {
+		t.Fatalf("the sandbox runs only its agent (%s), want its child too", got)
 	}
 	if err := x.sb.Stop(t.Context()); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -506,8 +562,8 @@ func (s *suite) testStop(t *testing.T, d sandbox.Driver, state string) {
 func (s *suite) testCleanupAfterCrash(t *testing.T) {
 	state := TempDir(t)
 	old := s.cfg.NewDriver(t, state)
-	x, mark := s.startReady(t, old, "crash", nil)
-	fp := capture(t, s.statePaths(state), !s.cfg.NoIsolation, x, mark)
+	x, _ := s.startReady(t, old, "crash", nil)
+	fp := s.capture(t, s.statePaths(state), x)
 
 	// The old driver is dropped without Stop, as if Berth had crashed.
 	d := s.cfg.NewDriver(t, state)

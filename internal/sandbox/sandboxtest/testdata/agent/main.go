@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -130,6 +132,31 @@ func main() {
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
 		reply(w, string(body), err)
+	})
+	// What /proc/self/status may not show (gVisor's does not), from
+	// prctl: "no_new_privs" is 0 or 1, "cap_ambient" the ambient set in
+	// hex, as in /proc/self/status.
+	mux.HandleFunc("/prctl", func(w http.ResponseWriter, r *http.Request) {
+		switch r.FormValue("what") {
+		case "no_new_privs":
+			v, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+			reply(w, strconv.Itoa(v), err)
+		case "cap_ambient":
+			var set uint64
+			for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+				v, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, uintptr(c), 0, 0)
+				if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: a capability this kernel lacks
+					reply(w, "", err)
+					return
+				}
+				if v == 1 {
+					set |= 1 << c
+				}
+			}
+			reply(w, fmt.Sprintf("%016x", set), nil)
+		default:
+			http.Error(w, "what: want no_new_privs or cap_ambient", http.StatusBadRequest)
+		}
 	})
 	mux.HandleFunc("/fork", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.FormValue("n"))
