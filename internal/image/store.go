@@ -232,7 +232,7 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	} else if img, err = desc.Image(); err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, s.registryError(r, err))
 	}
-	return s.add(ctx, ref, img)
+	return s.Add(ctx, ref, img)
 }
 
 // parse parses an image reference, allowing plain HTTP to the registries
@@ -311,8 +311,10 @@ func (s *Store) pickPlatform(ref string, idx v1.ImageIndex) (v1.Image, error) {
 		ref, s.Platform(), strings.Join(have, ", "), s.Platform(), ErrPlatform)
 }
 
-// add checks img, unpacks its layers and records it.
-func (s *Store) add(ctx context.Context, ref string, img v1.Image) (*Image, error) {
+// Add checks img (its platform and size), unpacks the layers the cache
+// lacks and records it under ref, which is only descriptive. Pull uses it;
+// so do imports of images from tarballs.
+func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)

@@ -128,7 +128,7 @@ func TestAddUnpacksLayersForOverlay(t *testing.T) {
 		file{name: "big-owner", body: "x", uid: 70000},
 	)
 	cfg := v1.Config{Entrypoint: []string{"/app/agent"}, Cmd: []string{"--serve"}, Env: []string{"A=1"}, WorkingDir: "/app", User: "1000:1000"}
-	img, err := s.add(context.Background(), "test/overlay:1", imageOf(t, goruntime.GOARCH, cfg, bottom, top))
+	img, err := s.Add(context.Background(), "test/overlay:1", imageOf(t, goruntime.GOARCH, cfg, bottom, top))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t, Options{})
-			_, err := s.add(context.Background(), "test/evil", imageOf(t, goruntime.GOARCH, v1.Config{}, layerOf(t, tt.files...)))
+			_, err := s.Add(context.Background(), "test/evil", imageOf(t, goruntime.GOARCH, v1.Config{}, layerOf(t, tt.files...)))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want one saying %q", err, tt.want)
 			}
@@ -228,7 +228,7 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 	}
 	// ".." in names is cleaned into the layer.
 	s := openStore(t, Options{})
-	img, err := s.add(context.Background(), "test/dotdot", imageOf(t, goruntime.GOARCH, v1.Config{},
+	img, err := s.Add(context.Background(), "test/dotdot", imageOf(t, goruntime.GOARCH, v1.Config{},
 		layerOf(t, file{name: "../../../../escaped", body: "x"})))
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestAddRefusesWrongPlatformAndTooLarge(t *testing.T) {
 		other = "amd64"
 	}
 	s := openStore(t, Options{MaxCompressedBytes: 4096})
-	_, err := s.add(context.Background(), "test/foreign", imageOf(t, other, v1.Config{}, layerOf(t, file{name: "a", body: "a"})))
+	_, err := s.Add(context.Background(), "test/foreign", imageOf(t, other, v1.Config{}, layerOf(t, file{name: "a", body: "a"})))
 	if !errors.Is(err, ErrPlatform) || !strings.Contains(err.Error(), "linux/"+other) || !strings.Contains(err.Error(), "linux/"+goruntime.GOARCH) {
 		t.Errorf("foreign image: err = %v, want ErrPlatform naming linux/%s and linux/%s", err, other, goruntime.GOARCH)
 	}
@@ -254,7 +254,7 @@ func TestAddRefusesWrongPlatformAndTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.add(context.Background(), "test/big", big)
+	_, err = s.Add(context.Background(), "test/big", big)
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "4.0 KiB") {
 		t.Errorf("large image: err = %v, want ErrTooLarge naming the 4.0 KiB limit", err)
 	}
@@ -282,7 +282,7 @@ func TestLayersSharedAndCollected(t *testing.T) {
 			if i%2 == 1 {
 				img = b
 			}
-			imgs[i], errs[i] = s.add(ctx, "test/shared", img)
+			imgs[i], errs[i] = s.Add(ctx, "test/shared", img)
 		})
 	}
 	wg.Wait()

@@ -158,6 +158,7 @@ type File struct {
 	Mode int64 // 0644 when zero
 	Dir  bool
 	Link string // a symlink to Link
+	UID  int    // owner (uid and gid)
 }
 
 // Layer builds a gzip-compressed layer holding files.
@@ -165,7 +166,7 @@ func Layer(files ...File) (v1.Layer, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
-		hdr := &tar.Header{Name: f.Name, Mode: f.Mode, Typeflag: tar.TypeReg, Size: int64(len(f.Body)), ModTime: time.Unix(0, 0)}
+		hdr := &tar.Header{Name: f.Name, Mode: f.Mode, Typeflag: tar.TypeReg, Size: int64(len(f.Body)), ModTime: time.Unix(0, 0), Uid: f.UID, Gid: f.UID}
 		switch {
 		case f.Dir:
 			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
@@ -209,7 +210,8 @@ func Image(arch string, cfg v1.Config, layers ...v1.Layer) (v1.Image, error) {
 }
 
 // AgentImage builds an image for arch whose agent is the static binary at
-// agentBin, at /agent/agent beside /agent/hello.txt, on top of busybox
+// agentBin, at /agent/agent beside /agent/hello.txt, with a directory /data
+// that uid 1000 owns, on top of busybox
 // (static, with /etc/passwd naming root and agent, uid 1000) when
 // /bin/busybox exists.
 func AgentImage(arch, agentBin string, cfg v1.Config) (v1.Image, error) {
@@ -229,7 +231,7 @@ func AgentImage(arch, agentBin string, cfg v1.Config) (v1.Image, error) {
 		layers = append(layers, base)
 	}
 	app, err := Layer(File{Name: "agent/", Dir: true}, File{Name: "agent/agent", Body: bin, Mode: 0o755},
-		File{Name: "agent/hello.txt", Body: []byte("from the image\n")})
+		File{Name: "agent/hello.txt", Body: []byte("from the image\n")}, File{Name: "data/", Dir: true, UID: 1000})
 	if err != nil {
 		return nil, err
 	}

@@ -54,7 +54,11 @@ func validate(s sandbox.Spec) error {
 			return fmt.Errorf("env entry %q: want KEY=value", kv)
 		}
 	}
-	if err := checkWorkDir(s.WorkDir); err != nil {
+	if len(s.RootLayers) > 0 {
+		if err := validateImage(s); err != nil {
+			return err
+		}
+	} else if err := checkWorkDir(s.WorkDir); err != nil {
 		return err
 	}
 	if s.CodeDir != "" {
@@ -77,6 +81,40 @@ func validate(s sandbox.Spec) error {
 	}
 	if l.MilliCPUs != 0 && l.MilliCPUs < minMilliCPUs {
 		return fmt.Errorf("cpu limit %d millicpus: the smallest is %d", l.MilliCPUs, minMilliCPUs)
+	}
+	return nil
+}
+
+// maxLowerDirs bounds the length of the lowerdir option of an image's
+// overlay: the kernel reads mount options from one page, which also holds
+// upperdir and workdir.
+const maxLowerDirs = 3500
+
+// validateImage checks the fields of a spec with RootLayers.
+func validateImage(s sandbox.Spec) error {
+	if s.CodeDir != "" {
+		return fmt.Errorf("code dir %q: a sandbox with root layers (an image) takes no code dir", s.CodeDir)
+	}
+	n := 0
+	for _, l := range s.RootLayers {
+		if !path.IsAbs(l) || path.Clean(l) != l {
+			return fmt.Errorf("root layer %q: want a clean absolute path", l)
+		}
+		if strings.ContainsAny(l, ",:\\\n") {
+			return fmt.Errorf("root layer %q: overlayfs cannot take a path with ',', ':' or '\\'", l)
+		}
+		n += len(l) + 1
+	}
+	if n > maxLowerDirs {
+		return fmt.Errorf("root layers: %d layers whose paths take %d bytes, more than overlayfs takes (%d): use an image with fewer layers", len(s.RootLayers), n, maxLowerDirs)
+	}
+	if s.WorkDir == "" || !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir {
+		return fmt.Errorf("workdir %q: want a clean absolute path", s.WorkDir)
+	}
+	for _, id := range append([]uint32{s.User.UID, s.User.GID}, s.User.AdditionalGids...) {
+		if id >= idMapSize {
+			return fmt.Errorf("user %d:%d: ids must be below %d, the ids a sandbox maps", s.User.UID, s.User.GID, idMapSize)
+		}
 	}
 	return nil
 }
@@ -161,11 +199,27 @@ func (id identity) agent() uint32 {
 // host: the owner its writable directories need.
 func (id identity) agentOnHost() uint32 { return id.hostBase + agentID }
 
+// imageUser maps the user of an image sandbox to the process user: as it is
+// inside a user namespace, shifted to the same host ids without one (so
+// the image's files, unpacked with that shift, belong to the same users
+// either way).
+func (id identity) imageUser(u sandbox.User) specs.User {
+	shift := uint32(0)
+	if !id.userns {
+		shift = id.hostBase
+	}
+	out := specs.User{UID: u.UID + shift, GID: u.GID + shift}
+	for _, g := range u.AdditionalGids {
+		out.AdditionalGids = append(out.AdditionalGids, g+shift)
+	}
+	return out
+}
+
 // bundle is everything buildSpec needs to describe one sandbox.
 type bundle struct {
 	spec   sandbox.Spec   // validated
 	limits sandbox.Limits // with defaults filled in
-	rootfs string         // the shared skeleton
+	rootfs string         // the shared skeleton, or the sandbox's own root for an image
 	system []specs.Mount  // the read-only system view
 	// upperDir and workDir are the per-sandbox overlay directories, used
 	// when spec.CodeDir is set. They must be owned by ids.agentOnHost().
@@ -189,8 +243,11 @@ type bundle struct {
 func buildSpec(b bundle) *specs.Spec {
 	s := b.spec
 	agent := b.ids.agent()
+	image := len(s.RootLayers) > 0
 	mounts := kernelMounts()
-	mounts = append(mounts, b.system...)
+	if !image {
+		mounts = append(mounts, b.system...)
+	}
 	// runc gives a tmpfs the mode of the directory it is mounted on, so the
 	// skeleton's /tmp is 1777 as this mode says.
 	mounts = append(mounts, specs.Mount{
@@ -199,7 +256,11 @@ func buildSpec(b bundle) *specs.Spec {
 		Source:      "tmpfs",
 		Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 	})
-	if s.CodeDir != "" {
+	switch {
+	case image:
+		// The image's own files, in the writable root, are the
+		// working directory.
+	case s.CodeDir != "":
 		// The merged directory takes its owner from upperDir, which
 		// belongs to the agent: it can add files; the code's own files
 		// keep their owner and mode.
@@ -214,7 +275,7 @@ func buildSpec(b bundle) *specs.Spec {
 				"nosuid", "nodev",
 			},
 		})
-	} else {
+	default:
 		id := strconv.FormatUint(uint64(agent), 10)
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
@@ -259,11 +320,15 @@ func buildSpec(b bundle) *specs.Spec {
 		uidMap, gidMap = m, m
 	}
 
+	user := specs.User{UID: agent, GID: agent}
+	if image {
+		user = b.ids.imageUser(s.User)
+	}
 	return &specs.Spec{
 		Version: ociVersion,
 		Process: &specs.Process{
 			Terminal: false,
-			User:     specs.User{UID: agent, GID: agent},
+			User:     user,
 			Args:     s.Args,
 			Env:      s.Env,
 			Cwd:      s.WorkDir,
@@ -276,7 +341,7 @@ func buildSpec(b bundle) *specs.Spec {
 			},
 			NoNewPrivileges: true,
 		},
-		Root:     &specs.Root{Path: b.rootfs, Readonly: true},
+		Root:     &specs.Root{Path: b.rootfs, Readonly: !image},
 		Hostname: s.ID,
 		Mounts:   mounts,
 		Linux: &specs.Linux{
