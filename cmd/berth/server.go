@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,11 +13,11 @@ import (
 
 func serverCommand() *cobra.Command {
 	var (
-		cfg                    server.Config
-		logFormat, logLevel    string
-		memMiB, tmpMiB, logMiB int64
-		insecure               bool
-		cpus                   float64
+		cfg                              server.Config
+		logFormat, logLevel              string
+		memMiB, tmpMiB, logMiB, imageMiB int64
+		insecure                         bool
+		cpus                             float64
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -43,6 +45,10 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			cfg.SessionLimits.TmpBytes = tmpMiB << 20
 			cfg.SessionLimits.MilliCPUs = int64(cpus * 1000)
 			cfg.LogMaxBytes = logMiB << 20
+			if imageMiB < 1 {
+				return fmt.Errorf("--max-image-size %d: want at least 1 MiB", imageMiB)
+			}
+			cfg.MaxImageBytes = imageMiB << 20
 			if cfg.MinLifecycle < 1 {
 				return fmt.Errorf("--min-session-timeout %d: want at least 1 second", cfg.MinLifecycle)
 			}
@@ -72,6 +78,9 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")
 	f.Int64Var(&cfg.SessionLimits.Pids, "session-pids", 512, "process and thread limit of each session")
 	f.Int64Var(&tmpMiB, "session-tmp", 256, "size of each session's private /tmp, MiB")
+	f.StringArrayVar(&cfg.InsecureRegistries, "insecure-registry", nil, "registry (host:port) that may serve container images over plain HTTP; repeat for more")
+	f.StringVar(&cfg.RegistryAuthFile, "registry-auth", envOr("BERTH_REGISTRY_AUTH", defaultRegistryAuth()), "Docker config file whose \"auths\" give registry credentials (env BERTH_REGISTRY_AUTH)")
+	f.Int64Var(&imageMiB, "max-image-size", 2048, "largest container image accepted, MiB compressed")
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 60*time.Second, "how long a new session's agent may take to answer GET /ping")
 	f.DurationVar(&cfg.ReapInterval, "reap-interval", time.Second, "how often idle and expired sessions are looked for")
 	f.IntVar(&cfg.MinLifecycle, "min-session-timeout", envInt("BERTH_MIN_SESSION_TIMEOUT", 60), "smallest idleRuntimeSessionTimeout and maxLifetime accepted, seconds (AgentCore: 60)")
@@ -80,4 +89,18 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&logFormat, "log-format", "text", "server log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn or error")
 	return cmd
+}
+
+// defaultRegistryAuth is the Docker config file registry credentials are
+// read from by default: $DOCKER_CONFIG/config.json, else
+// ~/.docker/config.json.
+func defaultRegistryAuth() string {
+	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
+		return filepath.Join(d, "config.json")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".docker", "config.json")
 }

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/store"
 )
 
@@ -74,7 +75,11 @@ type Options struct {
 	// SystemDirs are the host directories, visible read-only inside every
 	// sandbox, where language interpreters are looked up.
 	SystemDirs []string
-	Logger     *slog.Logger
+	// Images pulls and keeps the container images of runtimes with a
+	// containerConfiguration. Nil means this server runs code bundles
+	// only.
+	Images *image.Store
+	Logger *slog.Logger
 }
 
 // Service is the control plane.

@@ -368,3 +368,40 @@ type registry string
 
 func (r registry) String() string      { return string(r) }
 func (r registry) RegistryStr() string { return string(r) }
+
+func TestResolveUser(t *testing.T) {
+	needRoot(t)
+	s := openStore(t, Options{})
+	etc := layerOf(t,
+		file{name: "etc/passwd", body: "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1001:agent:/home/agent:/bin/sh\nhuge:x:70000:70000::/:/bin/sh\n"},
+		file{name: "etc/group", body: "root:x:0:\nstaff:x:50:\n"})
+	tests := []struct {
+		user string
+		want User
+		err  string
+	}{
+		{"", User{0, 0, "/root"}, ""},
+		{"root", User{0, 0, "/root"}, ""},
+		{"agent", User{1000, 1001, "/home/agent"}, ""},
+		{"1000", User{1000, 1001, "/home/agent"}, ""},
+		{"1234", User{1234, 1234, "/"}, ""},
+		{"1234:50", User{1234, 50, "/"}, ""},
+		{"agent:staff", User{1000, 50, "/home/agent"}, ""},
+		{"nobody", User{}, `no user "nobody"`},
+		{"agent:wheel", User{}, `no group "wheel"`},
+		{"huge", User{}, "0 to 65535"},
+	}
+	for _, tt := range tests {
+		img, err := s.Add(context.Background(), "test/user", imageOf(t, goruntime.GOARCH, v1.Config{User: tt.user}, etc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ResolveUser(img)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("user %q: err = %v, want %q", tt.user, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("user %q: %+v, %v; want %+v", tt.user, got, err, tt.want)
+		}
+	}
+}

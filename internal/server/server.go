@@ -22,6 +22,7 @@ import (
 	"github.com/berthrun/berth/internal/auth"
 	"github.com/berthrun/berth/internal/console"
 	"github.com/berthrun/berth/internal/control"
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/session"
@@ -77,7 +78,13 @@ type Config struct {
 	// LogMaxBytes.
 	LogRetention time.Duration
 	LogMaxBytes  int64
-	Logger       *slog.Logger
+	// InsecureRegistries may serve container images over plain HTTP;
+	// RegistryAuthFile is a Docker config file with registry credentials;
+	// MaxImageBytes bounds an image's compressed size (0: 2 GiB).
+	InsecureRegistries []string
+	RegistryAuthFile   string
+	MaxImageBytes      int64
+	Logger             *slog.Logger
 }
 
 // DefaultDataDir returns the data directory used when none is given:
@@ -172,8 +179,21 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
 	}
 
+	// Container images run in the OCI-runtime driver only, and unpacking
+	// their layers (owners, whiteouts) needs root.
+	var images *image.Store
+	if _, ok := driver.(*runc.Driver); ok {
+		images, err = image.Open(filepath.Join(cfg.DataDir, "images"), image.Options{
+			AuthFile: cfg.RegistryAuthFile, Insecure: cfg.InsecureRegistries, MaxCompressedBytes: cfg.MaxImageBytes,
+			IDShift: runc.DefaultHostIDBase, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+	}
+
 	ctl, err := control.New(ctx, st, arts, control.Options{
-		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Logger: cfg.Logger,
+		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Images: images, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

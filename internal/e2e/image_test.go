@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
+	cp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol"
+	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berthrun/berth/internal/image/imagetest"
+)
+
+// otherArch is an architecture that is not this host's.
+func otherArch() string {
+	if goruntime.GOARCH == "arm64" {
+		return "amd64"
+	}
+	return "arm64"
+}
+
+// agentImage builds the Go test agent into an image for arch: /agent/agent
+// run as the image's user "agent" (uid 1000, owner of /data) from /agent.
+func agentImage(t *testing.T, arch string) v1.Image {
+	t.Helper()
+	_, bin := binaries(t)
+	img, err := imagetest.AgentImage(arch, bin, v1.Config{
+		Entrypoint: []string{"/agent/agent"}, WorkingDir: "/agent", User: "agent",
+		Env: []string{"FROM_IMAGE=yes", "OVERRIDDEN=by the image"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// createImageRuntime creates a runtime for a container image.
+func (b *berth) createImageRuntime(name, uri string, env map[string]string) *cp.CreateAgentRuntimeOutput {
+	b.t.Helper()
+	out, err := b.control.CreateAgentRuntime(context.Background(), &cp.CreateAgentRuntimeInput{
+		AgentRuntimeName: aws.String(name),
+		RoleArn:          aws.String("arn:aws:iam::123456789012:role/agent"),
+		AgentRuntimeArtifact: &cptypes.AgentRuntimeArtifactMemberContainerConfiguration{Value: cptypes.ContainerConfiguration{
+			ContainerUri: aws.String(uri)}},
+		NetworkConfiguration: &cptypes.NetworkConfiguration{NetworkMode: cptypes.NetworkModePublic},
+		EnvironmentVariables: env,
+	})
+	if err != nil {
+		b.t.Fatalf("CreateAgentRuntime %s: %v", name, err)
+	}
+	return out
+}
+
+// waitFailed polls until a runtime has failed and returns its reason.
+func (b *berth) waitFailed(id string) string {
+	b.t.Helper()
+	var reason string
+	waitFor(b.t, 60*time.Second, "runtime "+id+" to fail", func() bool {
+		out, err := b.control.GetAgentRuntime(context.Background(), &cp.GetAgentRuntimeInput{AgentRuntimeId: aws.String(id)})
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if out.Status == cptypes.AgentRuntimeStatusReady {
+			b.t.Fatalf("runtime %s is READY, want it to fail", id)
+		}
+		reason = aws.ToString(out.FailureReason)
+		return out.Status == cptypes.AgentRuntimeStatusCreateFailed
+	})
+	return reason
+}
+
+// dirNames lists the entries of dir.
+func dirNames(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// TestContainerImage deploys an agent shipped as a container image, pulled
+// from a real registry on loopback: it runs with the image's configuration,
+// each session gets a private writable layer that goes with it, and the
+// image is collected when its runtime is deleted. An image for another
+// architecture is refused at deploy time.
+func TestContainerImage(t *testing.T) {
+	requireSandboxes(t)
+	reg := imagetest.Start(t, false)
+	ref := reg.Push("agents/goagent:1", agentImage(t, goruntime.GOARCH))
+	foreign := reg.Push("agents/goagent:"+otherArch(), agentImage(t, otherArch()))
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
+	ctx := context.Background()
+
+	created := b.createImageRuntime("image_agent", ref, map[string]string{"OVERRIDDEN": "by the runtime"})
+	id, arn := aws.ToString(created.AgentRuntimeId), aws.ToString(created.AgentRuntimeArn)
+	b.waitReady(id, "")
+
+	sa, sb := sessionID("image-a"), sessionID("image-b")
+	call := func(sid string, body map[string]any) map[string]any {
+		return b.mustInvoke(invokeInput{arn: arn, session: sid, body: body})
+	}
+	env := call(sa, map[string]any{"env": []string{"FROM_IMAGE", "OVERRIDDEN", "PORT", "HOME", "DOCKER_CONTAINER"}})["env"].(map[string]any)
+	want := map[string]any{"FROM_IMAGE": "yes", "OVERRIDDEN": "by the runtime", "PORT": "8080", "HOME": "/data", "DOCKER_CONTAINER": "1"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("agent's %s = %v, want %v (env %v)", k, env[k], v, env)
+		}
+	}
+	if res := call(sa, map[string]any{"op": "read", "path": "hello.txt"}); res["data"] != "from the image\n" {
+		t.Errorf("the image's file, relative to its WorkingDir: %v", res)
+	}
+	status := call(sa, map[string]any{"op": "read", "path": "/proc/self/status"})["data"].(string)
+	if !strings.Contains(status, "\nUid:\t1000\t") {
+		t.Errorf("the agent does not run as the image's user agent (uid 1000): %s", status)
+	}
+	if res := call(sa, map[string]any{"op": "read", "path": "/usr/bin/python3"}); res["error"] == nil {
+		t.Error("an image's session sees the host's /usr")
+	}
+
+	// Two sessions of one image: writes are private to each.
+	if res := call(sa, map[string]any{"op": "write", "path": "/data/note", "data": "a's note"}); res["ok"] != true {
+		t.Fatalf("session a cannot write /data: %v", res)
+	}
+	if res := call(sb, map[string]any{"op": "read", "path": "/data/note"}); res["error"] == nil {
+		t.Errorf("session b read a's /data/note: %v", res)
+	}
+	if res := call(sa, map[string]any{"op": "write", "path": "/agent/hello.txt", "data": "x"}); res["ok"] == true {
+		t.Error("the image's user changed a file of the image's root")
+	}
+	sandboxes := filepath.Join(b.dataDir, "sandboxes", "sandboxes")
+	var writable string // a's writable layer
+	for _, name := range dirNames(sandboxes) {
+		if _, err := os.Stat(filepath.Join(sandboxes, name, "upper", "data", "note")); err == nil {
+			writable = filepath.Join(sandboxes, name)
+		}
+	}
+	if writable == "" {
+		t.Fatalf("no sandbox under %s holds a's write (%v)", sandboxes, dirNames(sandboxes))
+	}
+	if _, err := b.data.StopRuntimeSession(ctx, &dp.StopRuntimeSessionInput{AgentRuntimeArn: aws.String(arn), RuntimeSessionId: aws.String(sa)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a's writable layer to go", func() bool {
+		_, err := os.Stat(writable)
+		return os.IsNotExist(err)
+	})
+	if res := call(sa, map[string]any{"op": "read", "path": "/data/note"}); res["error"] == nil {
+		t.Errorf("a fresh session a still has the old note: %v", res)
+	}
+
+	// The cache holds each layer once.
+	images := filepath.Join(b.dataDir, "images")
+	layers := dirNames(filepath.Join(images, "layers"))
+	if len(layers) != 2 {
+		t.Errorf("layer cache %v, want the image's 2 layers", layers)
+	}
+
+	// An image for another architecture fails at deploy time, saying so.
+	bad := b.createImageRuntime("foreign_agent", foreign, nil)
+	reason := b.waitFailed(aws.ToString(bad.AgentRuntimeId))
+	for _, w := range []string{"linux/" + otherArch(), "linux/" + goruntime.GOARCH} {
+		if !strings.Contains(reason, w) {
+			t.Errorf("failure reason %q does not name %s", reason, w)
+		}
+	}
+	missing := b.createImageRuntime("missing_agent", reg.Host+"/agents/none:1", nil)
+	if reason := b.waitFailed(aws.ToString(missing.AgentRuntimeId)); !strings.Contains(reason, "no such image") {
+		t.Errorf("failure reason for a missing image: %q", reason)
+	}
+
+	// Deleting the runtime lets the image and its layers be collected.
+	if _, err := b.control.DeleteAgentRuntime(ctx, &cp.DeleteAgentRuntimeInput{AgentRuntimeId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the image to be collected", func() bool {
+		return len(dirNames(filepath.Join(images, "images"))) == 0 && len(dirNames(filepath.Join(images, "layers"))) == 0
+	})
+}
