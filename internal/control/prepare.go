@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/store"
@@ -475,7 +476,9 @@ func (s *Service) collectImages(ctx context.Context) ([]string, error) {
 		if len(users) > 0 {
 			continue
 		}
-		if err := s.opts.Images.Remove(ctx, d); err != nil {
+		if err := s.opts.Images.Remove(ctx, d); errors.Is(err, image.ErrInUse) {
+			continue // an upload's name still refers to it
+		} else if err != nil {
 			return removed, err
 		}
 		removed = append(removed, d)

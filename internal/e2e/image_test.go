@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -13,7 +14,12 @@ import (
 	dp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcore"
 	cp "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol"
 	cptypes "github.com/aws/aws-sdk-go-v2/service/bedrockagentcorecontrol/types"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/berthrun/berth/internal/image/imagetest"
 )
@@ -183,4 +189,75 @@ func TestContainerImage(t *testing.T) {
 	waitFor(t, 20*time.Second, "the image to be collected", func() bool {
 		return len(dirNames(filepath.Join(images, "images"))) == 0 && len(dirNames(filepath.Join(images, "layers"))) == 0
 	})
+}
+
+// TestCLIDeployImage deploys a project's runtime from an image tarball with
+// berth deploy --image, as a docker-archive and then an OCI layout, and
+// invokes it.
+func TestCLIDeployImage(t *testing.T) {
+	b := startBerth(t, "")
+	c := b.cli()
+	work := t.TempDir()
+	c.ok(work, "create", "--name", "Boxed", "--output-dir", work)
+	project := filepath.Join(work, "Boxed")
+	img := agentImage(t, goruntime.GOARCH)
+
+	archive := filepath.Join(work, "boxed.tar")
+	tag, err := name.NewTag("example/boxed:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(archive, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ok(project, "deploy", "--image", archive)
+	digest, _ := img.Digest()
+	uri := "berth.local/boxed_boxed@" + digest.String()
+	if !strings.Contains(r.stderr+r.stdout, uri) {
+		t.Errorf("deploy does not say it runs %s:\n%s", uri, r)
+	}
+	st := readDeployedState(t, project)
+	rs := st.Targets["berth"].Resources.Runtimes["Boxed"]
+	got, err := b.control.GetAgentRuntime(context.Background(), &cp.GetAgentRuntimeInput{AgentRuntimeId: aws.String(rs.RuntimeID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, ok := got.AgentRuntimeArtifact.(*cptypes.AgentRuntimeArtifactMemberContainerConfiguration)
+	if !ok || aws.ToString(art.Value.ContainerUri) != uri || got.Status != cptypes.AgentRuntimeStatusReady {
+		t.Fatalf("runtime %+v, want READY with containerUri %s", got, uri)
+	}
+	res := b.mustInvoke(invokeInput{arn: rs.RuntimeArn, session: sessionID("boxed"), body: map[string]any{"prompt": "hi", "env": []string{"FROM_IMAGE"}}})
+	if res["echo"] != "hi" || res["env"].(map[string]any)["FROM_IMAGE"] != "yes" {
+		t.Errorf("the image's agent answered %v", res)
+	}
+	// The same tarball again changes nothing.
+	if r := c.ok(project, "deploy", "--image", archive); !strings.Contains(r.stderr+r.stdout, "unchanged") {
+		t.Errorf("redeploying the same image:\n%s", r)
+	}
+
+	// An OCI layout of a changed image makes a new version.
+	changed, err := mutate.Config(img, v1.Config{Entrypoint: []string{"/agent/agent"}, WorkingDir: "/agent", User: "agent", Env: []string{"FROM_IMAGE=oci"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(work, "layout")
+	if _, err := layout.Write(dir, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: changed})); err != nil {
+		t.Fatal(err)
+	}
+	ociTar := filepath.Join(work, "boxed-oci.tar")
+	if out, err := exec.Command("tar", "-C", dir, "-cf", ociTar, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	c.ok(project, "deploy", "--image", ociTar)
+	res = b.mustInvoke(invokeInput{arn: rs.RuntimeArn, session: sessionID("boxed-2"), body: map[string]any{"env": []string{"FROM_IMAGE"}}})
+	if res["env"].(map[string]any)["FROM_IMAGE"] != "oci" {
+		t.Errorf("after deploying the OCI layout the agent answered %v", res)
+	}
+
+	// A tarball for another architecture is refused by the upload.
+	foreign := filepath.Join(work, "foreign.tar")
+	if err := tarball.WriteToFile(foreign, tag, agentImage(t, otherArch())); err != nil {
+		t.Fatal(err)
+	}
+	c.fails(project, 2, []string{"linux/" + otherArch(), "linux/" + goruntime.GOARCH}, "deploy", "--image", foreign)
 }

@@ -209,11 +209,15 @@ func (s *Store) Platform() string { return s.opts.OS + "/" + s.opts.Architecture
 // Pull fetches the image ref names (for this host's platform) from its
 // registry, unpacks the layers the cache lacks and records the image. An
 // image already recorded under the same digest is not fetched again, apart
-// from its manifest.
+// from its manifest. References in LocalRegistry name imported images and
+// are looked up in the store only.
 func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	r, err := s.parse(ref)
 	if err != nil {
 		return nil, err
+	}
+	if r.Context().RegistryStr() == LocalRegistry {
+		return s.local(ctx, r)
 	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(s.keys), remote.WithTransport(s.rt)}
 	desc, err := remote.Get(r, opts...)
@@ -541,12 +545,18 @@ func (s *Store) Digests(_ context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Remove forgets the image with digest. Its layers stay until
+// Remove forgets the image with digest, unless the name of an upload still
+// refers to it (then it returns ErrInUse). Its layers stay until
 // CollectLayers finds no image needs them.
 func (s *Store) Remove(_ context.Context, digest string) error {
 	p, err := s.recordPath(digest)
 	if err != nil {
 		return err
+	}
+	if used, err := s.tagged(digest); err != nil {
+		return err
+	} else if used {
+		return fmt.Errorf("image %s is still the upload of a name: %w", digest, ErrInUse)
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove image %s: %w", digest, err)

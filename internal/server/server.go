@@ -250,7 +250,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/metrics", metrics.Handler())
 	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
-		Metrics: metrics, Tracer: tracer, Verifier: verifier, Logger: cfg.Logger}))
+		Metrics: metrics, Tracer: tracer, Verifier: verifier, Images: images, Logger: cfg.Logger}))
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return nil, err
