@@ -2,17 +2,24 @@ package runc_test
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/image/imagetest"
@@ -27,7 +34,7 @@ type imageAgent struct {
 	client *http.Client
 }
 
-func (a imageAgent) get(t *testing.T, path string, kv ...string) (int, string) {
+func (a imageAgent) get(t testing.TB, path string, kv ...string) (int, string) {
 	t.Helper()
 	q := url.Values{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -42,7 +49,7 @@ func (a imageAgent) get(t *testing.T, path string, kv ...string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-func (a imageAgent) waitReady(t *testing.T) {
+func (a imageAgent) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -78,39 +85,64 @@ func TestImageSandbox(t *testing.T) {
 	}
 }
 
-func testImageSandbox(t *testing.T, noUserns bool) {
-	cfg := configWith(t, "runc", runc.Options{NoUserNamespace: noUserns})
-	state := sandboxtest.TempDir(t)
-	d := cfg.NewDriver(t, state)
-	store, err := image.Open(filepath.Join(sandboxtest.TempDir(t), "images"), image.Options{IDShift: runc.DefaultHostIDBase})
+// imageFixture is a driver and an image of the test agent (with extra
+// layers on top) ready to run.
+type imageFixture struct {
+	d      sandbox.Driver
+	state  string
+	store  *image.Store
+	img    *image.Image
+	layers []string
+}
+
+func newImageFixture(tb testing.TB, opts runc.Options, extra ...v1.Layer) imageFixture {
+	tb.Helper()
+	cfg := configWith(tb, "runc", opts)
+	f := imageFixture{state: sandboxtest.TempDir(tb)}
+	f.d = cfg.NewDriver(tb, f.state)
+	var err error
+	f.store, err = image.Open(filepath.Join(sandboxtest.TempDir(tb), "images"), image.Options{IDShift: runc.DefaultHostIDBase,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	code := sandboxtest.BuildAgent(t)
+	code := sandboxtest.BuildAgent(tb)
 	v1img, err := imagetest.AgentImage(goruntime.GOARCH, filepath.Join(code, "agent"), v1.Config{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	img, err := store.Add(t.Context(), "test/agent", v1img)
+	if v1img, err = mutate.AppendLayers(v1img, extra...); err != nil {
+		tb.Fatal(err)
+	}
+	if f.img, err = f.store.Add(context.Background(), "test/agent", v1img); err != nil {
+		tb.Fatal(err)
+	}
+	if f.layers, err = f.store.LayerDirs(f.img); err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
+
+// start starts the test agent of the image as user and waits until it
+// answers.
+func (f imageFixture) start(tb testing.TB, id string, user sandbox.User) imageAgent {
+	tb.Helper()
+	sb, err := f.d.Start(context.Background(), sandbox.Spec{ID: id, Args: []string{"/agent/agent"}, Env: []string{"PATH=/bin", "PORT=8080"},
+		WorkDir: "/agent", RootLayers: f.layers, User: user})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	layers, err := store.LayerDirs(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := func(id string, user sandbox.User) imageAgent {
-		sb, err := d.Start(t.Context(), sandbox.Spec{ID: id, Args: []string{"/agent/agent"}, Env: []string{"PATH=/bin", "PORT=8080"},
-			WorkDir: "/agent", RootLayers: layers, User: user, Stdout: os.Stderr, Stderr: os.Stderr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sb.Stop(context.WithoutCancel(t.Context())) })
-		a := imageAgent{sb: sb, client: &http.Client{Timeout: 10 * time.Second,
-			Transport: &http.Transport{DialContext: sb.DialContext, DisableKeepAlives: true}}}
-		a.waitReady(t)
-		return a
-	}
+	tb.Cleanup(func() { sb.Stop(context.Background()) })
+	a := imageAgent{sb: sb, client: &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: sb.DialContext, DisableKeepAlives: true}}}
+	a.waitReady(tb)
+	return a
+}
+
+func testImageSandbox(t *testing.T, noUserns bool) {
+	f := newImageFixture(t, runc.Options{NoUserNamespace: noUserns})
+	state, store, img, layers := f.state, f.store, f.img, f.layers
+	start := func(id string, user sandbox.User) imageAgent { return f.start(t, id, user) }
 	a := start("img-a", sandbox.User{UID: 1000, GID: 1000})
 	b := start("img-b", sandbox.User{UID: 1000, GID: 1000})
 	root := start("img-root", sandbox.User{})
@@ -161,4 +193,79 @@ func testImageSandbox(t *testing.T, noUserns bool) {
 	if _, err := store.LayerDirs(img); err != nil {
 		t.Errorf("the image's layers after Stop: %v", err)
 	}
+}
+
+// BenchmarkColdStartImage is BenchmarkColdStart for a sandbox of a container
+// image (the test agent on busybox): from Start until the agent's first
+// HTTP 200, which includes mounting the sandbox's overlay root.
+func BenchmarkColdStartImage(b *testing.B) {
+	f := newImageFixture(b, runc.Options{})
+	b.ResetTimer()
+	for i := range b.N {
+		a := f.start(b, "cold-img-"+strconv.Itoa(i), sandbox.User{UID: 1000, GID: 1000})
+		b.StopTimer()
+		if err := a.sb.Stop(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkImageSessionDisk reports the disk that N sessions of one image
+// use: the image's layers once, and each session's own writable layer (the
+// agent writes 4 KiB in each). It measures space, not time.
+func BenchmarkImageSessionDisk(b *testing.B) {
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	big, err := imagetest.Layer(imagetest.File{Name: "model/", Dir: true}, imagetest.File{Name: "model/weights.bin", Body: data})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newImageFixture(b, runc.Options{}, big)
+	const n = 10
+	for range b.N {
+		var agents []imageAgent
+		for i := range n {
+			a := f.start(b, "disk-"+strconv.Itoa(i), sandbox.User{UID: 1000, GID: 1000})
+			if code, body := a.get(b, "/write", "path", "/data/note", "data", strings.Repeat("x", 4096)); code != 200 {
+				b.Fatalf("write: %d %s", code, body)
+			}
+			agents = append(agents, a)
+		}
+		var layers int64
+		for _, l := range f.layers {
+			layers += diskUsage(l)
+		}
+		sessions := diskUsage(filepath.Join(f.state, "sandboxes"))
+		b.ReportMetric(float64(layers)/(1<<20), "image-MiB")
+		b.ReportMetric(float64(sessions)/n/(1<<10), "KiB/session")
+		b.ReportMetric(float64(layers+sessions)/float64(layers), "total/image")
+		for _, a := range agents {
+			a.sb.Stop(context.Background())
+		}
+	}
+}
+
+// diskUsage is the space the files under dir take on disk (not following
+// mounts into the sandboxes' merged roots).
+func diskUsage(dir string) int64 {
+	var total int64
+	var dev uint64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			return nil
+		}
+		if p == dir {
+			dev = st.Dev
+		} else if st.Dev != dev {
+			return filepath.SkipDir
+		}
+		total += st.Blocks * 512
+		return nil
+	})
+	return total
 }

@@ -24,7 +24,8 @@ import (
 // until the agent's first HTTP 200. Stopping is not measured.
 func BenchmarkColdStart(b *testing.B, cfg Config) {
 	s := &suite{cfg: cfg, code: BuildAgent(b), prefix: randomHex(3)}
-	d := cfg.NewDriver(b, b.TempDir())
+	// TempDir, not b.TempDir: a sandbox's root must reach the state.
+	d := cfg.NewDriver(b, TempDir(b))
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := range b.N {
