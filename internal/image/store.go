@@ -76,6 +76,10 @@ type Options struct {
 	// OS and Architecture are the platform images must be built for. Empty
 	// means this host's (linux and runtime.GOARCH).
 	OS, Architecture string
+	// MaxUnpackedBytes bounds the bytes of file contents an image's layers
+	// unpack to (a defence against decompression bombs). Zero means 4 times
+	// MaxCompressedBytes.
+	MaxUnpackedBytes int64
 	// IDShift is added to the owner uid and gid of every unpacked file (ids
 	// of 65536 and more become 65534, "nobody"). See the package doc.
 	IDShift uint32
@@ -144,6 +148,9 @@ type unpacking struct {
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxCompressedBytes <= 0 {
 		opts.MaxCompressedBytes = DefaultMaxCompressedBytes
+	}
+	if opts.MaxUnpackedBytes <= 0 {
+		opts.MaxUnpackedBytes = 4 * opts.MaxCompressedBytes
 	}
 	if opts.OS == "" {
 		opts.OS = "linux"
@@ -346,6 +353,8 @@ func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, erro
 	rec := &Image{Digest: digest.String(), Reference: ref, OS: cf.OS, Architecture: cf.Architecture, CompressedSize: size,
 		Config: Config{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
 			WorkingDir: cf.Config.WorkingDir, User: cf.Config.User}}
+	s.gc.RLock()
+	defer s.gc.RUnlock()
 	if old, err := s.Get(ctx, rec.Digest); err == nil && s.present(old) {
 		return old, nil
 	}
@@ -356,8 +365,6 @@ func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, erro
 	if len(layers) != len(cf.RootFS.DiffIDs) {
 		return nil, fmt.Errorf("image %s: %d layers but %d diffIDs in its config: %w", ref, len(layers), len(cf.RootFS.DiffIDs), ErrInvalid)
 	}
-	s.gc.RLock()
-	defer s.gc.RUnlock()
 	for i, l := range layers {
 		mt, err := l.MediaType()
 		if err != nil {
@@ -370,16 +377,69 @@ func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, erro
 		if diffID.Algorithm != "sha256" {
 			return nil, fmt.Errorf("image %s layer %d: diffID %s: only sha256 is supported: %w", ref, i, diffID, ErrInvalid)
 		}
-		if err := s.ensureLayer(ctx, diffID, l); err != nil {
-			return nil, fmt.Errorf("image %s layer %d (%s): %w", ref, i, diffID, err)
-		}
 		rec.Layers = append(rec.Layers, diffID.String())
+	}
+	// Layers download and unpack in parallel (each is one stream:
+	// download, decompress, hash, write), a few at a time; the budget of
+	// unpacked bytes is the image's, shared by its layers.
+	budget := &budget{left: s.opts.MaxUnpackedBytes}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(layers))
+	sem := make(chan struct{}, parallelLayers)
+	var wg sync.WaitGroup
+	for i, l := range layers {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			diffID := cf.RootFS.DiffIDs[i]
+			if err := s.ensureLayer(ctx, diffID, l, budget); err != nil {
+				errs[i] = fmt.Errorf("image %s layer %d (%s): %w", ref, i, diffID, err)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	// The first failure, not the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := s.write(rec); err != nil {
 		return nil, err
 	}
 	s.log.Info("image ready", "image", ref, "digest", rec.Digest, "layers", len(rec.Layers), "compressed_bytes", size)
 	return rec, nil
+}
+
+// parallelLayers is how many layers of an image are fetched and unpacked at
+// once.
+const parallelLayers = 3
+
+// budget is what is left of the bytes an image may unpack to, shared by the
+// goroutines unpacking its layers.
+type budget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// take takes n bytes from b and reports whether there were enough.
+func (b *budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left -= n
+	return b.left >= 0
 }
 
 // present reports whether every layer of img is in the cache.
@@ -394,7 +454,7 @@ func (s *Store) present(img *Image) bool {
 
 // ensureLayer unpacks layer l (whose diffID is diffID) into the cache unless
 // it is there, once however many callers ask at the same time.
-func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, l v1.Layer) error {
+func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, l v1.Layer, b *budget) error {
 	dst := s.layerDir(diffID.String())
 	for {
 		if _, err := os.Stat(dst); err == nil {
@@ -423,7 +483,7 @@ func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, l v1.Layer) err
 				return ctx.Err()
 			}
 		}
-		u.err = s.unpackLayer(ctx, diffID, l, dst)
+		u.err = s.unpackLayer(ctx, diffID, l, dst, b)
 		s.mu.Lock()
 		delete(s.inflight, diffID.Hex)
 		s.mu.Unlock()
@@ -434,7 +494,7 @@ func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, l v1.Layer) err
 
 // unpackLayer unpacks l into a temporary directory, checks its diffID and
 // renames it to dst.
-func (s *Store) unpackLayer(ctx context.Context, diffID v1.Hash, l v1.Layer, dst string) error {
+func (s *Store) unpackLayer(ctx context.Context, diffID v1.Hash, l v1.Layer, dst string, b *budget) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
@@ -448,7 +508,7 @@ func (s *Store) unpackLayer(ctx context.Context, diffID v1.Hash, l v1.Layer, dst
 		os.RemoveAll(tmp)
 		return fmt.Errorf("unpack: %w", err)
 	}
-	if err := unpack(ctx, tmp, rc, diffID, s.opts.IDShift); err != nil {
+	if err := unpack(ctx, tmp, rc, diffID, s.opts.IDShift, b, s.opts.MaxUnpackedBytes); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("unpack: %w", err)
 	}

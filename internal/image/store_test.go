@@ -11,6 +11,7 @@ import (
 	goruntime "runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -267,12 +268,13 @@ func TestLayersSharedAndCollected(t *testing.T) {
 	needRoot(t)
 	s := openStore(t, Options{})
 	ctx := context.Background()
-	base := layerOf(t, file{name: "base", body: "shared"})
+	base := &countingLayer{Layer: layerOf(t, file{name: "base", body: "shared"})}
 	a := imageOf(t, goruntime.GOARCH, v1.Config{Cmd: []string{"a"}}, base, layerOf(t, file{name: "a", body: "a"}))
 	b := imageOf(t, goruntime.GOARCH, v1.Config{Cmd: []string{"b"}}, base, layerOf(t, file{name: "b", body: "b"}))
 
 	// Many concurrent pulls of images sharing a layer unpack it once: each
-	// layer directory exists once and every image sees it.
+	// layer is read once, its directory exists once and every image sees
+	// it.
 	var wg sync.WaitGroup
 	imgs := make([]*Image, 8)
 	errs := make([]error, 8)
@@ -294,6 +296,9 @@ func TestLayersSharedAndCollected(t *testing.T) {
 	entries, _ := os.ReadDir(s.layers)
 	if len(entries) != 3 {
 		t.Fatalf("cache holds %d layers, want 3 (base, a, b)", len(entries))
+	}
+	if n := base.reads.Load(); n != 1 {
+		t.Errorf("the shared layer was read %d times, want once", n)
 	}
 	if imgs[0].Layers[0] != imgs[1].Layers[0] {
 		t.Fatal("the images do not share their base layer")
@@ -403,5 +408,36 @@ func TestResolveUser(t *testing.T) {
 		case tt.err == "" && (err != nil || got != tt.want):
 			t.Errorf("user %q: %+v, %v; want %+v", tt.user, got, err, tt.want)
 		}
+	}
+}
+
+// countingLayer counts how often a layer's content is read.
+type countingLayer struct {
+	v1.Layer
+	reads atomic.Int32
+}
+
+func (l *countingLayer) Uncompressed() (io.ReadCloser, error) {
+	l.reads.Add(1)
+	return l.Layer.Uncompressed()
+}
+
+func TestUnpackLimit(t *testing.T) {
+	needRoot(t)
+	// Zeros compress to almost nothing: a small image that unpacks big.
+	zeros := strings.Repeat("\x00", 1<<20)
+	bomb := imageOf(t, goruntime.GOARCH, v1.Config{},
+		layerOf(t, file{name: "a", body: zeros}), layerOf(t, file{name: "b", body: zeros}))
+	s := openStore(t, Options{MaxUnpackedBytes: 1536 << 10})
+	if _, err := s.Add(context.Background(), "test/bomb", bomb); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "1.5 MiB") {
+		t.Errorf("err = %v, want ErrTooLarge naming the 1.5 MiB limit", err)
+	}
+	if entries, _ := os.ReadDir(s.layers); len(entries) > 1 {
+		t.Errorf("the refused image left %d layers", len(entries))
+	}
+	// Within the limit it unpacks.
+	s = openStore(t, Options{MaxUnpackedBytes: 3 << 20})
+	if _, err := s.Add(context.Background(), "test/bomb", bomb); err != nil {
+		t.Error(err)
 	}
 }

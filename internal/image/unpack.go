@@ -34,14 +34,14 @@ const nobody = 65534
 // unpack extracts the uncompressed layer tar r into dir (an empty directory)
 // as an overlayfs lower layer, and checks that r's SHA-256 is diffID. See the
 // package doc for what is kept and what is not.
-func unpack(ctx context.Context, dir string, r io.Reader, diffID v1.Hash, shift uint32) error {
+func unpack(ctx context.Context, dir string, r io.Reader, diffID v1.Hash, shift uint32, b *budget, limit int64) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
 	h := sha256.New()
-	u := &unpacker{root: root, shift: shift}
+	u := &unpacker{root: root, shift: shift, budget: b, limit: limit}
 	tr := tar.NewReader(io.TeeReader(r, h))
 	for {
 		if err := ctx.Err(); err != nil {
@@ -53,6 +53,11 @@ func unpack(ctx context.Context, dir string, r io.Reader, diffID v1.Hash, shift 
 		}
 		if err != nil {
 			return fmt.Errorf("read layer: %w", err)
+		}
+		// Entries cost something on disk even when empty.
+		if !u.budget.take(max(hdr.Size, 0) + entryCost) {
+			return fmt.Errorf("the image unpacks to more than %s (4 times the compressed size limit, berth server --max-image-size): %w",
+				humanBytes(u.limit), ErrTooLarge)
 		}
 		if err := u.entry(hdr, tr); err != nil {
 			return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
@@ -74,10 +79,16 @@ func checkDigest(h hash.Hash, want v1.Hash) error {
 	return nil
 }
 
+// entryCost is what each entry of a layer counts against the unpacked size
+// limit besides its content: about an inode and a directory entry.
+const entryCost = 512
+
 // unpacker extracts the entries of one layer.
 type unpacker struct {
-	root  *os.Root
-	shift uint32
+	root   *os.Root
+	shift  uint32
+	budget *budget // of the whole image
+	limit  int64   // the budget's size, for messages
 }
 
 // owner returns the host id that image id maps to.
