@@ -178,6 +178,26 @@ func testImageSandbox(t *testing.T, noUserns bool) {
 		t.Errorf("the shared layer changed: %q", data)
 	}
 
+	// The image's root holds no privilege: every kernel attack the
+	// conformance suite tries is refused to it, and it sees nothing of the
+	// host (the state directory, the image store).
+	for _, attack := range []string{"mount-tmpfs", "mount-bind", "mount-proc", "unshare", "clone-namespaces", "setns",
+		"init-module", "finit-module", "settimeofday", "clock-settime", "packet-socket", "raw-socket", "chroot", "pivot-root",
+		"mknod", "keyctl", "add-key", "bpf", "perf-event-open", "open-by-handle"} {
+		code, body := root.get(t, "/attack", "name", attack)
+		if code != 200 || !strings.Contains(body, `"error":"`) || strings.Contains(body, `"error":""`) {
+			t.Errorf("attack %s by the image's root: %d %s, want it refused", attack, code, body)
+		}
+	}
+	for _, p := range []string{state, filepath.Dir(layers[0]), "/etc/shadow"} {
+		if code, body := root.get(t, "/stat", "path", p); code != 404 {
+			t.Errorf("the image's root sees %s: %d %s", p, code, body)
+		}
+	}
+	if code, body := a.get(t, "/attack", "name", "setuid"); code != 200 || strings.Contains(body, `"error":""`) {
+		t.Errorf("uid 1000 became root: %s", body)
+	}
+
 	// Stop removes the sandbox's writable layer and its mount.
 	dir := filepath.Join(state, "sandboxes", "img-a")
 	if err := a.sb.Stop(t.Context()); err != nil {
