@@ -122,11 +122,21 @@ type ImageObject struct {
 // layout) as name ("repository[:tag]").
 func (b *berthAPI) PutImage(ctx context.Context, name string, tarball []byte) (ImageObject, error) {
 	var obj ImageObject
+	return obj, b.doJSON(ctx, http.MethodPut, imagePath(name), nil, tarball, &obj)
+}
+
+// DeleteImage drops the name of an uploaded image; the server then removes
+// the images no runtime version uses.
+func (b *berthAPI) DeleteImage(ctx context.Context, name string) error {
+	return b.doJSON(ctx, http.MethodDelete, imagePath(name), nil, nil, nil)
+}
+
+func imagePath(name string) string {
 	segs := strings.Split(name, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
-	return obj, b.doJSON(ctx, http.MethodPut, "/images/"+strings.Join(segs, "/"), nil, tarball, &obj)
+	return "/images/" + strings.Join(segs, "/")
 }
 
 // StatCode describes the current bundle under bucket and key.

@@ -367,13 +367,13 @@ func (d *deployer) run(ctx context.Context) (*deployResult, error) {
 	for _, e := range spec.EnvVars {
 		want.Env[e.Name] = e.Value
 	}
-	var artifactID string
+	var artifactID, imageName string
 	if d.opts.image != "" {
-		obj, err := d.uploadImage(ctx)
+		obj, name, err := d.uploadImage(ctx)
 		if err != nil {
 			return nil, err
 		}
-		want.ContainerURI, artifactID = obj.ContainerURI, obj.Digest
+		want.ContainerURI, artifactID, imageName = obj.ContainerURI, obj.Digest, name
 	} else {
 		bundle, entry, err := d.pack(ctx)
 		if err != nil {
@@ -445,7 +445,7 @@ func (d *deployer) run(ctx context.Context) (*deployResult, error) {
 	}
 	result.Version = version
 	d.res.Runtimes[spec.Name] = RuntimeState{RuntimeID: result.RuntimeID, RuntimeArn: result.RuntimeArn, RoleArn: want.RoleArn,
-		RuntimeVersion: atoi(version), CodeBucket: want.Bucket, CodeKey: want.Key, CodeVersionID: want.VersionID}
+		RuntimeVersion: atoi(version), CodeBucket: want.Bucket, CodeKey: want.Key, CodeVersionID: want.VersionID, ImageName: imageName}
 	if err := d.state.SetResources(d.opts.target, *d.res); err != nil {
 		return result, err
 	}
@@ -575,20 +575,20 @@ func (d *deployer) upload(ctx context.Context, want *desiredRuntime, b *Bundle) 
 
 // uploadImage uploads the image tarball of --image and returns what the
 // server made of it, with a containerUri pinned to its digest.
-func (d *deployer) uploadImage(ctx context.Context) (ImageObject, error) {
+func (d *deployer) uploadImage(ctx context.Context) (ImageObject, string, error) {
 	data, err := os.ReadFile(d.opts.image)
 	if err != nil {
-		return ImageObject{}, fail(ExitUsage, "Give --image a docker save tarball or a tar of an OCI image layout.", "--image: %v", err)
+		return ImageObject{}, "", fail(ExitUsage, "Give --image a docker save tarball or a tar of an OCI image layout.", "--image: %v", err)
 	}
 	name := strings.ToLower(d.project.DeployedName(d.spec)) + ":latest"
 	d.notef("uploading image %s (%s)\n", d.opts.image, humanSize(int64(len(data))))
 	obj, err := d.berth.PutImage(ctx, name, data)
 	if err != nil {
-		return ImageObject{}, serverError(d.Settings, "upload image "+d.opts.image, err)
+		return ImageObject{}, "", serverError(d.Settings, "upload image "+d.opts.image, err)
 	}
 	obj.ContainerURI = strings.TrimSuffix(obj.ContainerURI, ":latest") + "@" + obj.Digest
 	d.notef("uploaded as %s (%s, %d layers, %s compressed)\n", obj.ContainerURI, obj.Architecture, obj.Layers, humanSize(obj.CompressedSize))
-	return obj, nil
+	return obj, name, nil
 }
 
 // current returns the deployed runtime's newest version, or nil if the

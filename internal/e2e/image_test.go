@@ -260,4 +260,19 @@ func TestCLIDeployImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.fails(project, 2, []string{"linux/" + otherArch(), "linux/" + goruntime.GOARCH}, "deploy", "--image", foreign)
+
+	// destroy drops the upload's name, and the images go with the runtime.
+	if st := readDeployedState(t, project); st.Targets["berth"].Resources.Runtimes["Boxed"].ImageName != "boxed_boxed:latest" {
+		t.Errorf("deployed state does not record the image upload: %+v", st.Targets["berth"].Resources.Runtimes["Boxed"])
+	}
+	if r := c.ok(project, "destroy", "--yes"); !strings.Contains(r.stderr, "image boxed_boxed:latest deleted") {
+		t.Errorf("destroy does not say it dropped the image:\n%s", r)
+	}
+	images := filepath.Join(b.dataDir, "images")
+	if left := dirNames(filepath.Join(images, "images")); len(left) != 0 {
+		t.Errorf("images left after destroy: %v", left)
+	}
+	if left := dirNames(filepath.Join(images, "layers")); len(left) != 0 {
+		t.Errorf("layers left after destroy: %v", left)
+	}
 }
