@@ -54,7 +54,7 @@ const DefaultMaxCompressedBytes = 2 << 30
 // Errors a pull can fail with, wrapped with details.
 var (
 	ErrNotFound     = errors.New("image not found")
-	ErrUnauthorized = errors.New("registry refused the credentials")
+	ErrUnauthorized = errors.New("access to the image refused")
 	ErrPlatform     = errors.New("image is for another platform")
 	ErrTooLarge     = errors.New("image too large")
 	ErrInvalid      = errors.New("invalid image")
@@ -243,7 +243,13 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	} else if img, err = desc.Image(); err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, s.registryError(r, err))
 	}
-	return s.Add(ctx, ref, img)
+	rec, err := s.Add(ctx, ref, img)
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		// A blob the registry would not serve.
+		return nil, s.registryError(r, err)
+	}
+	return rec, err
 }
 
 // parse parses an image reference, allowing plain HTTP to the registries
