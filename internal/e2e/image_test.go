@@ -276,3 +276,24 @@ func TestCLIDeployImage(t *testing.T) {
 		t.Errorf("layers left after destroy: %v", left)
 	}
 }
+
+// TestContainerImagePrivateRegistry deploys a multi-platform image from a
+// registry that requires a password, with the credentials of a Docker
+// config file given to berth server --registry-auth: Berth picks the host's
+// platform from the index.
+func TestContainerImagePrivateRegistry(t *testing.T) {
+	requireSandboxes(t)
+	reg := imagetest.Start(t, true)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: agentImage(t, otherArch()), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: otherArch()}}},
+		mutate.IndexAddendum{Add: agentImage(t, goruntime.GOARCH), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: goruntime.GOARCH}}})
+	ref := reg.PushIndex("private/goagent:1", idx)
+	b := startBerth(t, "", "--insecure-registry", reg.Host, "--registry-auth", reg.DockerConfig(t.TempDir()))
+
+	created := b.createImageRuntime("private_agent", ref, nil)
+	b.waitReady(aws.ToString(created.AgentRuntimeId), "")
+	res := b.mustInvoke(invokeInput{arn: aws.ToString(created.AgentRuntimeArn), session: sessionID("private"), body: map[string]any{"prompt": "hi"}})
+	if res["echo"] != "hi" {
+		t.Errorf("the agent answered %v", res)
+	}
+}
