@@ -195,15 +195,19 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open image store: %w", err)
 		}
 	}
-	// Half-unpacked layers of an earlier run.
-	entries, err := os.ReadDir(s.layers)
-	if err != nil {
-		return nil, fmt.Errorf("open image store: %w", err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
-			if err := os.RemoveAll(filepath.Join(s.layers, e.Name())); err != nil {
-				return nil, fmt.Errorf("open image store: remove a half-unpacked layer: %w", err)
+	// What an earlier run left half done: layers being unpacked, uploads
+	// being read, records being written.
+	for _, d := range []string{abs, s.layers, s.images} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+		for _, e := range entries {
+			n := e.Name()
+			if strings.HasPrefix(n, ".tmp-") || strings.HasPrefix(n, ".upload-") || strings.Contains(n, ".tmp-") {
+				if err := os.RemoveAll(filepath.Join(d, n)); err != nil {
+					return nil, fmt.Errorf("open image store: remove what an earlier run left: %w", err)
+				}
 			}
 		}
 	}

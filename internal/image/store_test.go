@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -439,5 +440,34 @@ func TestUnpackLimit(t *testing.T) {
 	s = openStore(t, Options{MaxUnpackedBytes: 3 << 20})
 	if _, err := s.Add(context.Background(), "test/bomb", bomb); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestOpenRemovesLeftovers checks that Open removes what a crash left half
+// done, and nothing else.
+func TestOpenRemovesLeftovers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "images")
+	if _, err := Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	leftovers := []string{"layers/.tmp-1234", ".upload-99", "images/" + strings.Repeat("a", 64) + ".json.tmp-77", "tags.json.tmp-5"}
+	kept := []string{"layers/" + strings.Repeat("b", 64), "images/" + strings.Repeat("c", 64) + ".json", "tags.json"}
+	for _, p := range append(slices.Clone(leftovers), kept...) {
+		if err := os.WriteFile(filepath.Join(dir, p), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range leftovers {
+		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("%s left", p)
+		}
+	}
+	for _, p := range kept {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
 	}
 }
