@@ -16,7 +16,8 @@
 // A sandbox of a container image (Spec.RootLayers) has no skeleton nor host
 // system view: its root is a writable overlay of the image's shared layers
 // under an upper layer in the sandbox's own directory, mounted by the driver
-// and removed with the sandbox; /proc, /dev, /sys and /tmp are as above. Its
+// and removed with the sandbox; /proc, /dev, /sys and /tmp are as above, and
+// the host's /etc/hosts and /etc/resolv.conf are bound over the image's. Its
 // agent runs as Spec.User: with a user namespace the image's ids are the
 // sandbox's (its root is host uid HostIDBase, unprivileged), without one
 // they are shifted by HostIDBase. Image layers must be unpacked with owners

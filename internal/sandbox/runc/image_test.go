@@ -154,6 +154,12 @@ func testImageSandbox(t *testing.T, noUserns bool) {
 	if code, body := a.get(t, "/read", "path", "hello.txt"); code != 200 || body != "from the image\n" {
 		t.Errorf("read relative to the working directory: %d %q", code, body)
 	}
+	if code, body := a.get(t, "/read", "path", "/etc/hosts"); code != 200 || !strings.Contains(body, "localhost") {
+		t.Errorf("/etc/hosts in an image sandbox: %d %q, want the host's, with localhost", code, body)
+	}
+	if code, body := a.get(t, "/read", "path", "/etc/passwd"); code != 200 || !strings.Contains(body, "agent:x:1000") {
+		t.Errorf("/etc/passwd in an image sandbox: %d %q, want the image's", code, body)
+	}
 	if _, err := os.Stat("/usr/bin"); err == nil {
 		if code, _ := a.get(t, "/stat", "path", "/usr/bin"); code == 200 {
 			t.Error("the host's /usr is visible in an image sandbox")

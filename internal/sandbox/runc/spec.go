@@ -199,6 +199,10 @@ func (id identity) agent() uint32 {
 // host: the owner its writable directories need.
 func (id identity) agentOnHost() uint32 { return id.hostBase + agentID }
 
+// imageEtcFiles are the files of the host's /etc (of the system view) that
+// image sandboxes see too, over the image's own.
+var imageEtcFiles = map[string]bool{"/etc/hosts": true, "/etc/resolv.conf": true}
+
 // imageUser maps the user of an image sandbox to the process user: as it is
 // inside a user namespace, shifted to the same host ids without one (so
 // the image's files, unpacked with that shift, belong to the same users
@@ -247,6 +251,15 @@ func buildSpec(b bundle) *specs.Spec {
 	mounts := kernelMounts()
 	if !image {
 		mounts = append(mounts, b.system...)
+	} else {
+		// As other container runtimes do, the host's name resolution
+		// files replace the image's: images often ship none, and
+		// localhost must resolve.
+		for _, m := range b.system {
+			if imageEtcFiles[m.Destination] {
+				mounts = append(mounts, m)
+			}
+		}
 	}
 	// runc gives a tmpfs the mode of the directory it is mounted on, so the
 	// skeleton's /tmp is 1777 as this mode says.

@@ -494,17 +494,25 @@ func TestBuildSpecImage(t *testing.T) {
 			spec: sandbox.Spec{ID: "i1", Args: []string{"/agent"}, WorkDir: "/", RootLayers: []string{"/l/1"},
 				User: sandbox.User{UID: 1000, GID: 100, AdditionalGids: []uint32{5}}},
 			limits: DefaultLimits(), rootfs: "/state/sandboxes/i1/rootfs",
-			system: []specs.Mount{roBind("/usr", "/usr")},
+			system: []specs.Mount{roBind("/usr", "/usr"), roBind("/run/resolv.conf", "/etc/resolv.conf"), roBind("/etc/hosts", "/etc/hosts"),
+				roBind("/etc/passwd", "/etc/passwd")},
 			ids:    identity{userns: userns, hostBase: 1 << 20},
 		}
 		s := buildSpec(b)
 		if s.Root.Path != b.rootfs || s.Root.Readonly {
 			t.Errorf("userns %v: root %+v, want %s writable", userns, s.Root, b.rootfs)
 		}
+		etc := 0
 		for _, m := range s.Mounts {
-			if m.Destination == "/usr" || m.Destination == "/" {
+			switch m.Destination {
+			case "/usr", "/", "/etc/passwd":
 				t.Errorf("userns %v: mount %+v in an image sandbox", userns, m)
+			case "/etc/hosts", "/etc/resolv.conf":
+				etc++
 			}
+		}
+		if etc != 2 {
+			t.Errorf("userns %v: the image sandbox gets %d of the host's /etc/hosts and /etc/resolv.conf, want both", userns, etc)
 		}
 		shift := uint32(0)
 		if !userns {
