@@ -496,7 +496,7 @@ func TestBuildSpecImage(t *testing.T) {
 			limits: DefaultLimits(), rootfs: "/state/sandboxes/i1/rootfs",
 			system: []specs.Mount{roBind("/usr", "/usr"), roBind("/run/resolv.conf", "/etc/resolv.conf"), roBind("/etc/hosts", "/etc/hosts"),
 				roBind("/etc/passwd", "/etc/passwd")},
-			ids:    identity{userns: userns, hostBase: 1 << 20},
+			ids: identity{userns: userns, hostBase: 1 << 20},
 		}
 		s := buildSpec(b)
 		if s.Root.Path != b.rootfs || s.Root.Readonly {
