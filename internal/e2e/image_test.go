@@ -162,6 +162,24 @@ func TestContainerImage(t *testing.T) {
 		t.Errorf("a fresh session a still has the old note: %v", res)
 	}
 
+	// A killed server leaves b's sandbox with its overlay root mounted; the
+	// next start removes it, and the image's runtime is served again from
+	// the cache.
+	b.cmd.Process.Kill()
+	<-b.exited
+	mounted := false
+	for _, l := range b.leftovers() {
+		mounted = mounted || (strings.HasPrefix(l, "mount: ") && strings.Contains(l, "overlay") && strings.Contains(l, "/rootfs"))
+	}
+	if !mounted {
+		t.Fatalf("the killed server left no image root mounted: this part checks nothing (%v)", b.leftovers())
+	}
+	b.start()
+	waitFor(t, 10*time.Second, "the killed server's sandboxes to be removed", func() bool { return len(b.leftovers()) == 0 })
+	if res := call(sb, map[string]any{"op": "read", "path": "/agent/hello.txt"}); res["data"] != "from the image\n" {
+		t.Errorf("after a restart the image's session reads %v", res)
+	}
+
 	// The cache holds each layer once.
 	images := filepath.Join(b.dataDir, "images")
 	layers := dirNames(filepath.Join(images, "layers"))
