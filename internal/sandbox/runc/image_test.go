@@ -296,3 +296,41 @@ func diskUsage(dir string) int64 {
 	})
 	return total
 }
+
+// TestImageManyLayers runs an image of more layers than mount(2) takes in
+// one page of options, with a file deleted (whited out) by a later layer and
+// a directory made opaque.
+func TestImageManyLayers(t *testing.T) {
+	var extra []v1.Layer
+	add := func(files ...imagetest.File) {
+		l, err := imagetest.Layer(files...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra = append(extra, l)
+	}
+	add(imagetest.File{Name: "stack/", Dir: true}, imagetest.File{Name: "stack/bottom", Body: []byte("bottom")},
+		imagetest.File{Name: "stack/gone", Body: []byte("x")}, imagetest.File{Name: "opaque/", Dir: true},
+		imagetest.File{Name: "opaque/hidden", Body: []byte("x")})
+	for i := range 58 {
+		add(imagetest.File{Name: "stack/", Dir: true}, imagetest.File{Name: "stack/n" + strconv.Itoa(i), Body: []byte("x")})
+	}
+	add(imagetest.File{Name: "stack/", Dir: true}, imagetest.File{Name: "stack/.wh.gone"}, imagetest.File{Name: "stack/top", Body: []byte("top")},
+		imagetest.File{Name: "opaque/", Dir: true}, imagetest.File{Name: "opaque/.wh..wh..opq"}, imagetest.File{Name: "opaque/new", Body: []byte("new")})
+	f := newImageFixture(t, runc.Options{}, extra...)
+	// More than a page of lowerdir option: the new mount API's path.
+	if n := len(strings.Join(f.layers, ":")); n <= 4096 {
+		t.Fatalf("the layers' paths take %d bytes, want more than a page", n)
+	}
+	a := f.start(t, "many-layers", sandbox.User{UID: 1000, GID: 1000})
+	for path, want := range map[string]string{"/stack/bottom": "bottom", "/stack/top": "top", "/stack/n30": "x", "/opaque/new": "new"} {
+		if code, body := a.get(t, "/read", "path", path); code != 200 || body != want {
+			t.Errorf("%s: %d %q, want %q", path, code, body, want)
+		}
+	}
+	for _, path := range []string{"/stack/gone", "/stack/.wh.gone", "/opaque/hidden", "/opaque/.wh..wh..opq"} {
+		if code, body := a.get(t, "/stat", "path", path); code != 404 {
+			t.Errorf("%s: %d %s, want it deleted by a later layer", path, code, body)
+		}
+	}
+}

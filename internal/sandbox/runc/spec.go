@@ -85,17 +85,18 @@ func validate(s sandbox.Spec) error {
 	return nil
 }
 
-// maxLowerDirs bounds the length of the lowerdir option of an image's
-// overlay: the kernel reads mount options from one page, which also holds
-// upperdir and workdir.
-const maxLowerDirs = 3500
+// maxLayers is the most layers an image sandbox's root may have: overlayfs
+// stacks up to 500 lower directories.
+const maxLayers = 500
 
 // validateImage checks the fields of a spec with RootLayers.
 func validateImage(s sandbox.Spec) error {
 	if s.CodeDir != "" {
 		return fmt.Errorf("code dir %q: a sandbox with root layers (an image) takes no code dir", s.CodeDir)
 	}
-	n := 0
+	if len(s.RootLayers) > maxLayers {
+		return fmt.Errorf("root layers: %d, more than overlayfs stacks (%d)", len(s.RootLayers), maxLayers)
+	}
 	for _, l := range s.RootLayers {
 		if !path.IsAbs(l) || path.Clean(l) != l {
 			return fmt.Errorf("root layer %q: want a clean absolute path", l)
@@ -103,10 +104,6 @@ func validateImage(s sandbox.Spec) error {
 		if strings.ContainsAny(l, ",:\\\n") {
 			return fmt.Errorf("root layer %q: overlayfs cannot take a path with ',', ':' or '\\'", l)
 		}
-		n += len(l) + 1
-	}
-	if n > maxLowerDirs {
-		return fmt.Errorf("root layers: %d layers whose paths take %d bytes, more than overlayfs takes (%d): use an image with fewer layers", len(s.RootLayers), n, maxLowerDirs)
 	}
 	if s.WorkDir == "" || !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir {
 		return fmt.Errorf("workdir %q: want a clean absolute path", s.WorkDir)

@@ -68,8 +68,11 @@ func TestValidate(t *testing.T) {
 		{"image with a relative layer", image(func(s *sandbox.Spec) { s.RootLayers = []string{"l/1"} }), "root layer \"l/1\""},
 		{"image with a colon layer", image(func(s *sandbox.Spec) { s.RootLayers = []string{"/l:1"} }), "overlayfs"},
 		{"image with many layers", image(func(s *sandbox.Spec) {
-			s.RootLayers = slices.Repeat([]string{"/var/lib/berth/images/layers/" + strings.Repeat("a", 64)}, 40)
-		}), "fewer layers"},
+			s.RootLayers = slices.Repeat([]string{"/var/lib/berth/images/layers/" + strings.Repeat("a", 64)}, 500)
+		}), ""},
+		{"image with too many layers", image(func(s *sandbox.Spec) {
+			s.RootLayers = slices.Repeat([]string{"/var/lib/berth/images/layers/" + strings.Repeat("a", 64)}, 501)
+		}), "more than overlayfs stacks"},
 		{"image without workdir", image(func(s *sandbox.Spec) { s.WorkDir = "" }), "workdir"},
 		{"image with a relative workdir", image(func(s *sandbox.Spec) { s.WorkDir = "app" }), "workdir"},
 		{"image as an unmapped user", image(func(s *sandbox.Spec) { s.User.UID = 65536 }), "below 65536"},
