@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,6 +280,30 @@ func TestCLIDeployImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.fails(project, 2, []string{"linux/" + otherArch(), "linux/" + goruntime.GOARCH}, "deploy", "--image", foreign)
+
+	// Berth's API describes uploads and refuses what is not an image.
+	api := "http://" + b.addr + "/berth/v1/images/"
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		says               string
+	}{
+		{http.MethodGet, "boxed_boxed:latest", "", 200, `"containerUri":"berth.local/boxed_boxed:latest"`},
+		{http.MethodGet, "nothing:1", "", 404, "no image was uploaded as berth.local/nothing:1"},
+		{http.MethodPut, "junk:1", "not a tarball", 400, "not a tar file"},
+		{http.MethodPut, "Bad:1", "", 400, "lower case"},
+	} {
+		req, _ := http.NewRequest(c.method, api+c.path, strings.NewReader(c.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(body), c.says) {
+			t.Errorf("%s %s: %d %s, want %d saying %q", c.method, c.path, resp.StatusCode, body, c.code, c.says)
+		}
+	}
 
 	// destroy drops the upload's name, and the images go with the runtime.
 	if st := readDeployedState(t, project); st.Targets["berth"].Resources.Runtimes["Boxed"].ImageName != "boxed_boxed:latest" {
