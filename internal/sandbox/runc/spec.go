@@ -196,10 +196,6 @@ func (id identity) agent() uint32 {
 // host: the owner its writable directories need.
 func (id identity) agentOnHost() uint32 { return id.hostBase + agentID }
 
-// imageEtcFiles are the files of the host's /etc (of the system view) that
-// image sandboxes see too, over the image's own.
-var imageEtcFiles = map[string]bool{"/etc/hosts": true, "/etc/resolv.conf": true}
-
 // imageUser maps the user of an image sandbox to the process user: as it is
 // inside a user namespace, shifted to the same host ids without one (so
 // the image's files, unpacked with that shift, belong to the same users
@@ -253,7 +249,7 @@ func buildSpec(b bundle) *specs.Spec {
 		// files replace the image's: images often ship none, and
 		// localhost must resolve.
 		for _, m := range b.system {
-			if imageEtcFiles[m.Destination] {
+			if m.Destination == "/etc/hosts" || m.Destination == "/etc/resolv.conf" {
 				mounts = append(mounts, m)
 			}
 		}
