@@ -77,12 +77,20 @@ func (a imageAgent) waitReady(t testing.TB) {
 // files and configuration, a private writable root per sandbox that
 // vanishes with it, and no host system view.
 func TestImageSandbox(t *testing.T) {
-	for _, noUserns := range []bool{false, true} {
-		name := "userns"
-		if noUserns {
-			name = "no-userns"
-		}
-		t.Run(name, func(t *testing.T) { testImageSandbox(t, noUserns) })
+	for _, tc := range []struct {
+		name string
+		opts runc.Options
+	}{
+		{"userns", runc.Options{}},
+		{"no-userns", runc.Options{NoUserNamespace: true}},
+		{"crun", runc.Options{Binary: "crun"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.Binary == "crun" {
+				probe(t, configWith(t, "crun", runc.Options{}))
+			}
+			testImageSandbox(t, tc.opts)
+		})
 	}
 }
 
@@ -98,7 +106,11 @@ type imageFixture struct {
 
 func newImageFixture(tb testing.TB, opts runc.Options, extra ...v1.Layer) imageFixture {
 	tb.Helper()
-	cfg := configWith(tb, "runc", opts)
+	binary := opts.Binary
+	if binary == "" {
+		binary = "runc"
+	}
+	cfg := configWith(tb, binary, opts)
 	f := imageFixture{state: sandboxtest.TempDir(tb)}
 	f.d = cfg.NewDriver(tb, f.state)
 	var err error
@@ -140,8 +152,8 @@ func (f imageFixture) start(tb testing.TB, id string, user sandbox.User) imageAg
 	return a
 }
 
-func testImageSandbox(t *testing.T, noUserns bool) {
-	f := newImageFixture(t, runc.Options{NoUserNamespace: noUserns})
+func testImageSandbox(t *testing.T, opts runc.Options) {
+	f := newImageFixture(t, opts)
 	state, store, img, layers := f.state, f.store, f.img, f.layers
 	start := func(id string, user sandbox.User) imageAgent { return f.start(t, id, user) }
 	a := start("img-a", sandbox.User{UID: 1000, GID: 1000})
