@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,12 +16,12 @@ import (
 
 func serverCommand() *cobra.Command {
 	var (
-		cfg                    server.Config
-		logFormat, logLevel    string
-		memMiB, tmpMiB, logMiB int64
-		insecure, outbound     bool
-		cpus                   float64
-		pool, dns              string
+		cfg                              server.Config
+		logFormat, logLevel              string
+		memMiB, tmpMiB, logMiB, imageMiB int64
+		insecure, outbound               bool
+		cpus                             float64
+		pool, dns                        string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -51,6 +52,10 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			cfg.SessionLimits.TmpBytes = tmpMiB << 20
 			cfg.SessionLimits.MilliCPUs = int64(cpus * 1000)
 			cfg.LogMaxBytes = logMiB << 20
+			if imageMiB < 1 {
+				return fmt.Errorf("--max-image-size %d: want at least 1 MiB", imageMiB)
+			}
+			cfg.MaxImageBytes = imageMiB << 20
 			if cfg.MinLifecycle < 1 {
 				return fmt.Errorf("--min-session-timeout %d: want at least 1 second", cfg.MinLifecycle)
 			}
@@ -94,6 +99,9 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")
 	f.Int64Var(&cfg.SessionLimits.Pids, "session-pids", 512, "process and thread limit of each session")
 	f.Int64Var(&tmpMiB, "session-tmp", 256, "size of each session's private /tmp, MiB")
+	f.StringArrayVar(&cfg.InsecureRegistries, "insecure-registry", nil, "registry (host:port) that may serve container images over plain HTTP; repeat for more")
+	f.StringVar(&cfg.RegistryAuthFile, "registry-auth", envOr("BERTH_REGISTRY_AUTH", defaultRegistryAuth()), "Docker config file whose \"auths\" give registry credentials (env BERTH_REGISTRY_AUTH)")
+	f.Int64Var(&imageMiB, "max-image-size", 2048, "largest container image accepted, MiB compressed")
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 60*time.Second, "how long a new session's agent may take to answer GET /ping")
 	f.DurationVar(&cfg.ReapInterval, "reap-interval", time.Second, "how often idle and expired sessions are looked for")
 	f.IntVar(&cfg.MinLifecycle, "min-session-timeout", envInt("BERTH_MIN_SESSION_TIMEOUT", 60), "smallest idleRuntimeSessionTimeout and maxLifetime accepted, seconds (AgentCore: 60)")
@@ -124,4 +132,18 @@ func parseNetworkFlags(cfg *server.Config, outbound bool, pool, dns string) erro
 		cfg.SandboxDNS = append(cfg.SandboxDNS, a)
 	}
 	return nil
+}
+
+// defaultRegistryAuth is the Docker config file registry credentials are
+// read from by default: $DOCKER_CONFIG/config.json, else
+// ~/.docker/config.json.
+func defaultRegistryAuth() string {
+	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
+		return filepath.Join(d, "config.json")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".docker", "config.json")
 }

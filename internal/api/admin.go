@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berthrun/berth/internal/artifact"
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/telemetry"
 )
 
@@ -28,6 +29,9 @@ type CodeStore interface {
 //	PUT    /berth/v1/code/{bucket}/{key...}            upload a code bundle (zip)
 //	GET    /berth/v1/code/{bucket}/{key...}            describe an uploaded bundle
 //	DELETE /berth/v1/code/{bucket}/{key...}            delete it; unused bundles are collected
+//	PUT    /berth/v1/images/{name...}                  upload a container image tarball as berth.local/NAME
+//	GET    /berth/v1/images/{name...}                  describe an uploaded image
+//	DELETE /berth/v1/images/{name...}                  drop the name; unused images are collected
 //	GET    /berth/v1/sessions[?runtimeId=ID]           list live sessions
 //	DELETE /berth/v1/sessions/{runtimeId}/{sessionId}  stop a session
 //	GET    /berth/v1/pools                             warm pools: size, ready, starting, claimed
@@ -46,6 +50,18 @@ func (s *Server) routeAdmin(w http.ResponseWriter, r *http.Request, segs []strin
 			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.statCode(r, bucket, key) })
 		case http.MethodDelete:
 			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.deleteCode(r, bucket, key) })
+		default:
+			s.unknown(w, r)
+		}
+	case len(segs) >= 2 && segs[0] == "images":
+		ref := strings.Join(segs[1:], "/")
+		switch r.Method {
+		case http.MethodPut:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.putImage(r, ref) })
+		case http.MethodGet:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.statImage(r, ref) })
+		case http.MethodDelete:
+			s.serveJSON(w, r, func(r *http.Request) (int, any, error) { return s.deleteImage(r, ref) })
 		default:
 			s.unknown(w, r)
 		}
@@ -255,4 +271,77 @@ func (s *Server) listPools(r *http.Request) (int, any, error) {
 			Ready: p.Ready, Starting: p.Starting, Claimed: p.Claimed})
 	}
 	return http.StatusOK, map[string]any{"pools": out}, nil
+}
+
+// imageObject describes an uploaded container image.
+type imageObject struct {
+	ContainerURI   string `json:"containerUri"`
+	Digest         string `json:"digest"`
+	Architecture   string `json:"architecture"`
+	Layers         int    `json:"layers"`
+	CompressedSize int64  `json:"compressedSize"`
+}
+
+func describeImage(uri string, img *image.Image) imageObject {
+	return imageObject{ContainerURI: uri, Digest: img.Digest, Architecture: img.OS + "/" + img.Architecture,
+		Layers: len(img.Layers), CompressedSize: img.CompressedSize}
+}
+
+// noImages is the error of image calls on a server without an image store.
+func noImages() error {
+	return &apiError{Status: http.StatusBadRequest, Type: "ValidationException", Reason: "FieldValidationFailed",
+		Message: "this Berth server cannot run container images (they need the runc driver and root)"}
+}
+
+func (s *Server) putImage(r *http.Request, ref string) (int, any, error) {
+	if s.opts.Images == nil {
+		return 0, nil, noImages()
+	}
+	img, tag, err := s.opts.Images.Import(r.Context(), ref, r.Body)
+	if err != nil {
+		return 0, nil, imageError(err)
+	}
+	// The name may have referred to another image, now unused.
+	if _, err := s.control.CollectArtifacts(r.Context()); err != nil {
+		s.log.Warn("collect unused images", "err", err)
+	}
+	return http.StatusOK, describeImage(tag.String(), img), nil
+}
+
+func (s *Server) statImage(r *http.Request, ref string) (int, any, error) {
+	if s.opts.Images == nil {
+		return 0, nil, noImages()
+	}
+	img, uri, err := s.opts.Images.Lookup(r.Context(), ref)
+	if err != nil {
+		return 0, nil, imageError(err)
+	}
+	return http.StatusOK, describeImage(uri, img), nil
+}
+
+func (s *Server) deleteImage(r *http.Request, ref string) (int, any, error) {
+	if s.opts.Images == nil {
+		return 0, nil, noImages()
+	}
+	if err := s.opts.Images.Untag(r.Context(), ref); err != nil {
+		return 0, nil, imageError(err)
+	}
+	removed, err := s.control.CollectArtifacts(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"removed": removed}, nil
+}
+
+func imageError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, image.ErrTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
+	case errors.Is(err, image.ErrInvalid), errors.Is(err, image.ErrPlatform):
+		return &apiError{Status: http.StatusBadRequest, Type: "ValidationException", Reason: "FieldValidationFailed", Message: msg}
+	case errors.Is(err, image.ErrNotFound):
+		return notFound("%s", msg)
+	}
+	return err
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/berthrun/berth/internal/auth"
 	"github.com/berthrun/berth/internal/control"
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/session"
 )
@@ -46,6 +47,9 @@ type Options struct {
 	// acquiring the session and proxying to the agent, whose request
 	// carries the trace context.
 	Tracer trace.Tracer
+	// Images, if set, takes container image uploads (PUT
+	// /berth/v1/images/...).
+	Images *image.Store
 	Logger *slog.Logger
 }
 

@@ -109,6 +109,36 @@ func (b *berthAPI) PutCode(ctx context.Context, bucket, key string, zip []byte) 
 	return obj, b.doJSON(ctx, http.MethodPut, codePath(bucket, key), nil, zip, &obj)
 }
 
+// ImageObject describes a container image uploaded to Berth.
+type ImageObject struct {
+	ContainerURI   string `json:"containerUri"`
+	Digest         string `json:"digest"`
+	Architecture   string `json:"architecture"`
+	Layers         int    `json:"layers"`
+	CompressedSize int64  `json:"compressedSize"`
+}
+
+// PutImage uploads an image tarball (docker save, or a tar of an OCI
+// layout) as name ("repository[:tag]").
+func (b *berthAPI) PutImage(ctx context.Context, name string, tarball []byte) (ImageObject, error) {
+	var obj ImageObject
+	return obj, b.doJSON(ctx, http.MethodPut, imagePath(name), nil, tarball, &obj)
+}
+
+// DeleteImage drops the name of an uploaded image; the server then removes
+// the images no runtime version uses.
+func (b *berthAPI) DeleteImage(ctx context.Context, name string) error {
+	return b.doJSON(ctx, http.MethodDelete, imagePath(name), nil, nil, nil)
+}
+
+func imagePath(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/images/" + strings.Join(segs, "/")
+}
+
 // StatCode describes the current bundle under bucket and key.
 func (b *berthAPI) StatCode(ctx context.Context, bucket, key string) (CodeObject, error) {
 	var obj CodeObject

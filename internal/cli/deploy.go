@@ -41,6 +41,8 @@ type desiredRuntime struct {
 	Lifecycle   LifecycleSpec
 	Env         map[string]string
 	Headers     []string
+	// ContainerURI, if set, deploys this image instead of a code bundle.
+	ContainerURI string
 }
 
 // normalizedLifecycle fills in AgentCore's defaults as the server does, so
@@ -88,15 +90,23 @@ func (d *desiredRuntime) changes(got *cp.GetAgentRuntimeOutput) []string {
 	}
 	var code cptypes.CodeConfiguration
 	var s3 cptypes.S3Location
-	if a, ok := got.AgentRuntimeArtifact.(*cptypes.AgentRuntimeArtifactMemberCodeConfiguration); ok {
+	var image string
+	switch a := got.AgentRuntimeArtifact.(type) {
+	case *cptypes.AgentRuntimeArtifactMemberCodeConfiguration:
 		code = a.Value
 		if loc, ok := code.Code.(*cptypes.CodeMemberS3); ok {
 			s3 = loc.Value
 		}
+	case *cptypes.AgentRuntimeArtifactMemberContainerConfiguration:
+		image = aws.ToString(a.Value.ContainerUri)
 	}
-	add("code", aws.ToString(s3.Bucket) != d.Bucket || aws.ToString(s3.Prefix) != d.Key || aws.ToString(s3.VersionId) != d.VersionID)
-	add("runtimeVersion", string(code.Runtime) != d.Runtime)
-	add("entrypoint", !slices.Equal(code.EntryPoint, d.EntryPoint))
+	if d.ContainerURI != "" {
+		add("image", image != d.ContainerURI)
+	} else {
+		add("code", aws.ToString(s3.Bucket) != d.Bucket || aws.ToString(s3.Prefix) != d.Key || aws.ToString(s3.VersionId) != d.VersionID)
+		add("runtimeVersion", string(code.Runtime) != d.Runtime)
+		add("entrypoint", !slices.Equal(code.EntryPoint, d.EntryPoint))
+	}
 	add("description", aws.ToString(got.Description) != d.Description)
 	add("executionRoleArn", aws.ToString(got.RoleArn) != d.RoleArn)
 	mode := ""
@@ -125,6 +135,10 @@ func (d *desiredRuntime) changes(got *cp.GetAgentRuntimeOutput) []string {
 }
 
 func (d *desiredRuntime) artifact() cptypes.AgentRuntimeArtifact {
+	if d.ContainerURI != "" {
+		return &cptypes.AgentRuntimeArtifactMemberContainerConfiguration{Value: cptypes.ContainerConfiguration{
+			ContainerUri: aws.String(d.ContainerURI)}}
+	}
 	return &cptypes.AgentRuntimeArtifactMemberCodeConfiguration{Value: cptypes.CodeConfiguration{
 		Code: &cptypes.CodeMemberS3{Value: cptypes.S3Location{
 			Bucket: aws.String(d.Bucket), Prefix: aws.String(d.Key), VersionId: aws.String(d.VersionID)}},
@@ -158,6 +172,9 @@ type deployOptions struct {
 	runtimeFlags
 	wait    bool
 	timeout time.Duration
+	// image is a container image tarball to deploy instead of the
+	// runtime's code.
+	image string
 }
 
 // deployResult is what deploying one runtime did.
@@ -197,7 +214,14 @@ update it, wait until the new version is READY and set its named endpoints
 header allowlist come from agentcore.json.
 
 Deploying with nothing changed (same code, same settings) makes no new
-version. What was deployed is recorded in agentcore/.cli/deployed-state.json.`,
+version. What was deployed is recorded in agentcore/.cli/deployed-state.json.
+
+With --image FILE.tar, the runtime runs that container image instead of its
+code: a docker-archive (docker save) or a tar of an OCI image layout
+(docker buildx build --output type=oci), built for the server's platform.
+It is uploaded to the server as berth.local/NAME:latest (NAME being the
+runtime's deployed name in lower case) and deployed as
+berth.local/NAME@DIGEST, so every version keeps its own image.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := a.connect(cmd)
@@ -210,6 +234,7 @@ version. What was deployed is recorded in agentcore/.cli/deployed-state.json.`,
 	o.runtimeFlags.addProject(cmd, false)
 	cmd.Flags().BoolVar(&o.wait, "wait", true, "wait until each new version is READY")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for a version to be READY")
+	cmd.Flags().StringVar(&o.image, "image", "", "deploy this container image tarball (docker save or an OCI layout tar) instead of the code")
 	return cmd
 }
 
@@ -264,6 +289,10 @@ func (s *remote) deployProject(ctx context.Context, p *Project, o deployOptions)
 		_, err := p.Runtime("")
 		return nil, err
 	}
+	if o.image != "" && len(specs) > 1 {
+		return nil, fail(ExitUsage, "Name the runtime to run it with --runtime NAME.",
+			"--image deploys one runtime, and the project has %d", len(specs))
+	}
 	st, err := p.LoadDeployedState()
 	if err != nil {
 		return nil, err
@@ -317,18 +346,9 @@ func (d *deployer) notef(format string, args ...any) {
 
 func (d *deployer) run(ctx context.Context) (*deployResult, error) {
 	p, spec := d.project, d.spec
-	bundle, entry, err := d.pack(ctx)
-	if err != nil {
-		return nil, err
-	}
 	want := &desiredRuntime{
 		Description: spec.Description,
 		RoleArn:     spec.ExecutionRoleArn,
-		Bucket:      p.Bucket(),
-		Key:         spec.Name + ".zip",
-		VersionID:   bundle.Digest,
-		Runtime:     codeRuntime(spec.RuntimeVersion, entry[0]),
-		EntryPoint:  entry,
 		NetworkMode: spec.NetworkMode,
 		Protocol:    spec.Protocol,
 		Lifecycle:   normalizedLifecycle(spec.LifecycleConfiguration),
@@ -347,11 +367,27 @@ func (d *deployer) run(ctx context.Context) (*deployResult, error) {
 	for _, e := range spec.EnvVars {
 		want.Env[e.Name] = e.Value
 	}
-	if err := d.upload(ctx, want, bundle); err != nil {
-		return nil, err
+	var artifactID, imageName string
+	if d.opts.image != "" {
+		obj, name, err := d.uploadImage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		want.ContainerURI, artifactID, imageName = obj.ContainerURI, obj.Digest, name
+	} else {
+		bundle, entry, err := d.pack(ctx)
+		if err != nil {
+			return nil, err
+		}
+		want.Bucket, want.Key, want.VersionID = p.Bucket(), spec.Name+".zip", bundle.Digest
+		want.Runtime, want.EntryPoint = codeRuntime(spec.RuntimeVersion, entry[0]), entry
+		if err := d.upload(ctx, want, bundle); err != nil {
+			return nil, err
+		}
+		artifactID = bundle.Digest
 	}
 
-	result := &deployResult{Name: spec.Name, AgentRuntimeName: p.DeployedName(spec), CodeVersionID: bundle.Digest}
+	result := &deployResult{Name: spec.Name, AgentRuntimeName: p.DeployedName(spec), CodeVersionID: artifactID}
 	current, err := d.current(ctx)
 	if err != nil {
 		return nil, err
@@ -409,7 +445,7 @@ func (d *deployer) run(ctx context.Context) (*deployResult, error) {
 	}
 	result.Version = version
 	d.res.Runtimes[spec.Name] = RuntimeState{RuntimeID: result.RuntimeID, RuntimeArn: result.RuntimeArn, RoleArn: want.RoleArn,
-		RuntimeVersion: atoi(version), CodeBucket: want.Bucket, CodeKey: want.Key, CodeVersionID: want.VersionID}
+		RuntimeVersion: atoi(version), CodeBucket: want.Bucket, CodeKey: want.Key, CodeVersionID: want.VersionID, ImageName: imageName}
 	if err := d.state.SetResources(d.opts.target, *d.res); err != nil {
 		return result, err
 	}
@@ -455,10 +491,10 @@ func (d *deployer) pack(ctx context.Context) (*Bundle, []string, error) {
 			return d.buildGo(ctx, dir)
 		}
 		if !strings.HasSuffix(entry, ".py") && !strings.HasSuffix(entry, ".js") {
-			return nil, nil, fail(ExitUsage, "Set build to CodeZip with a .py or .js entrypoint to deploy the code as a bundle.",
-				"runtime %s: Berth cannot run container images yet", spec.Name)
+			return nil, nil, fail(ExitUsage, "Build the image (docker build, then docker save -o img.tar IMAGE) and run berth deploy --image img.tar, or set build to CodeZip with a .py or .js entrypoint.",
+				"runtime %s: Berth does not build container images", spec.Name)
 		}
-		d.out.warnf("%s: Berth cannot run container images yet; deploying %s as a code bundle run by %s (dependencies the Dockerfile installs must be vendored)\n",
+		d.out.warnf("%s: Berth does not build container images; deploying %s as a code bundle run by %s (dependencies the Dockerfile installs must be vendored). To run the Dockerfile's image, build it and use berth deploy --image img.tar\n",
 			spec.Name, spec.CodeLocation, entry)
 	}
 	if strings.HasSuffix(entry, ".ts") {
@@ -535,6 +571,24 @@ func (d *deployer) upload(ctx context.Context, want *desiredRuntime, b *Bundle) 
 	}
 	d.notef("uploaded to %s\n", where)
 	return nil
+}
+
+// uploadImage uploads the image tarball of --image and returns what the
+// server made of it, with a containerUri pinned to its digest.
+func (d *deployer) uploadImage(ctx context.Context) (ImageObject, string, error) {
+	data, err := os.ReadFile(d.opts.image)
+	if err != nil {
+		return ImageObject{}, "", fail(ExitUsage, "Give --image a docker save tarball or a tar of an OCI image layout.", "--image: %v", err)
+	}
+	name := strings.ToLower(d.project.DeployedName(d.spec)) + ":latest"
+	d.notef("uploading image %s (%s)\n", d.opts.image, humanSize(int64(len(data))))
+	obj, err := d.berth.PutImage(ctx, name, data)
+	if err != nil {
+		return ImageObject{}, "", serverError(d.Settings, "upload image "+d.opts.image, err)
+	}
+	obj.ContainerURI = strings.TrimSuffix(obj.ContainerURI, ":latest") + "@" + obj.Digest
+	d.notef("uploaded as %s (%s, %d layers, %s compressed)\n", obj.ContainerURI, obj.Architecture, obj.Layers, humanSize(obj.CompressedSize))
+	return obj, name, nil
 }
 
 // current returns the deployed runtime's newest version, or nil if the

@@ -61,6 +61,27 @@ func TestChanges(t *testing.T) {
 	if !slices.Contains(got, "code") {
 		t.Errorf("changes against a container runtime = %q", got)
 	}
+
+	// berth deploy --image compares the image only (and the settings).
+	image := desiredRuntime{RoleArn: defaultRoleArn, ContainerURI: "berth.local/p_a@sha256:aa", NetworkMode: "PUBLIC", Protocol: "HTTP",
+		Lifecycle: normalizedLifecycle(nil), Env: map[string]string{}}
+	for _, c := range []struct {
+		name     string
+		deployed *cp.GetAgentRuntimeOutput
+		want     []string
+	}{
+		{"same image", deployedAs(image), nil},
+		{"new image", deployedAs(desiredRuntime{RoleArn: defaultRoleArn, ContainerURI: "berth.local/p_a@sha256:bb", NetworkMode: "PUBLIC",
+			Protocol: "HTTP", Lifecycle: normalizedLifecycle(nil)}), []string{"image"}},
+		{"was code", deployedAs(base), []string{"image"}},
+	} {
+		if got := image.changes(c.deployed); !slices.Equal(got, c.want) {
+			t.Errorf("%s: changes = %q, want %q", c.name, got, c.want)
+		}
+	}
+	if art, ok := image.artifact().(*cptypes.AgentRuntimeArtifactMemberContainerConfiguration); !ok || aws.ToString(art.Value.ContainerUri) != image.ContainerURI {
+		t.Errorf("artifact of an image = %#v", image.artifact())
+	}
 }
 
 func TestNormalizedLifecycle(t *testing.T) {

@@ -639,6 +639,9 @@ type destroyItem struct {
 	CodeKey       string `json:"codeKey"`
 	RuntimeResult string `json:"runtime"`
 	CodeResult    string `json:"code"`
+	// ImageName is the image upload to drop with it, if any.
+	ImageName   string `json:"imageName,omitempty"`
+	ImageResult string `json:"image,omitempty"`
 }
 
 func (s *remote) destroy(cmd *cobra.Command, f runtimeFlags, yes bool) error {
@@ -671,7 +674,7 @@ func (s *remote) destroy(cmd *cobra.Command, f runtimeFlags, yes bool) error {
 		if bucket == "" {
 			bucket, key = p.Bucket(), name+".zip"
 		}
-		items = append(items, &destroyItem{Name: name, RuntimeID: rs.RuntimeID, CodeBucket: bucket, CodeKey: key})
+		items = append(items, &destroyItem{Name: name, RuntimeID: rs.RuntimeID, CodeBucket: bucket, CodeKey: key, ImageName: rs.ImageName})
 		seen[name] = true
 	}
 	for i := range p.Spec.Runtimes {
@@ -736,6 +739,17 @@ func (s *remote) destroy(cmd *cobra.Command, f runtimeFlags, yes bool) error {
 		default:
 			it.CodeResult = "deleted"
 		}
+		if it.ImageName != "" {
+			it.ImageResult = "absent"
+			err := s.berth.DeleteImage(ctx, it.ImageName)
+			switch {
+			case isNotFound(err):
+			case err != nil:
+				return serverError(s.Settings, "delete image "+it.ImageName, err)
+			default:
+				it.ImageResult = "deleted"
+			}
+		}
 		delete(res.Runtimes, it.Name)
 		for k := range res.RuntimeEndpoints {
 			if strings.HasPrefix(k, it.Name+"/") {
@@ -745,7 +759,12 @@ func (s *remote) destroy(cmd *cobra.Command, f runtimeFlags, yes bool) error {
 		if err := st.SetResources(f.target, res); err != nil {
 			return err
 		}
-		s.out.notef("%s: runtime %s, code %s/%s %s\n", it.Name, it.RuntimeResult, it.CodeBucket, it.CodeKey, it.CodeResult)
+		if it.ImageName != "" {
+			s.out.notef("%s: runtime %s, code %s/%s %s, image %s %s\n", it.Name, it.RuntimeResult, it.CodeBucket, it.CodeKey, it.CodeResult,
+				it.ImageName, it.ImageResult)
+		} else {
+			s.out.notef("%s: runtime %s, code %s/%s %s\n", it.Name, it.RuntimeResult, it.CodeBucket, it.CodeKey, it.CodeResult)
+		}
 	}
 	if s.out.json {
 		return s.out.printJSON(map[string]any{"project": p.Spec.Name, "target": f.target, "destroyed": items})

@@ -291,6 +291,9 @@ type RuntimeState struct {
 	CodeBucket     string `json:"codeBucket,omitempty"`
 	CodeKey        string `json:"codeKey,omitempty"`
 	CodeVersionID  string `json:"codeVersionId,omitempty"`
+	// ImageName is the name berth deploy --image uploaded the runtime's
+	// image as (repository:tag), which destroy drops.
+	ImageName string `json:"imageName,omitempty"`
 }
 
 // EndpointState is what is recorded of a deployed endpoint.

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/store"
 )
 
@@ -82,7 +83,11 @@ type Options struct {
 	// creating or updating the agent runtime fail on that field. Nil
 	// accepts every runtime (for servers whose driver has no choice).
 	CheckOCIRuntime func(name string) error
-	Logger          *slog.Logger
+	// Images pulls and keeps the container images of runtimes with a
+	// containerConfiguration. Nil means this server runs code bundles
+	// only.
+	Images *image.Store
+	Logger *slog.Logger
 }
 
 // Service is the control plane.

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/store"
@@ -27,6 +30,11 @@ type Deployment struct {
 	Config     Config
 	// CodeDir is the host directory holding the unpacked code bundle.
 	CodeDir string
+	// RootLayers are the unpacked layers of a container image, the bottom
+	// one first; User and WorkDir are whom and where its agent runs as.
+	RootLayers []string
+	User       sandbox.User
+	WorkDir    string
 	// Args and Env are the agent's command line and environment.
 	Args []string
 	Env  []string
@@ -46,7 +54,8 @@ type Deployment struct {
 func (d *Deployment) Target(limits sandbox.Limits) *session.Target {
 	return &session.Target{
 		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
-		WorkDir: WorkDir, Port: d.Config.Protocol.Port, Limits: limits, Network: d.Network, OCIRuntime: d.OCIRuntime,
+		WorkDir: d.WorkDir, RootLayers: d.RootLayers, User: d.User, Port: d.Config.Protocol.Port, Limits: limits,
+		Network: d.Network, OCIRuntime: d.OCIRuntime,
 		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
 		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
 	}
@@ -103,14 +112,22 @@ func (s *Service) Resolve(ctx context.Context, runtimeID, qualifier string) (*De
 // deployment builds the Deployment of a prepared version.
 func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (*Deployment, error) {
 	c := rt.Config
-	if c.Code == nil {
-		return nil, fmt.Errorf("agent runtime %s version %d has no code bundle: %w", rt.ID, rt.Version, ErrNotReady)
-	}
 	// Checked when the version was prepared, but the server may have
 	// been restarted with another policy since.
 	netw, err := c.SandboxNetwork(s.opts.Network)
 	if err != nil {
 		return nil, fmt.Errorf("agent runtime %s version %d: %w: %w", rt.ID, rt.Version, err, ErrNotReady)
+	}
+	if c.Container != nil {
+		d, err := s.imageDeployment(ctx, rt, artifact)
+		if err != nil {
+			return nil, err
+		}
+		d.Network, d.OCIRuntime = netw, c.Env[EnvOCIRuntime]
+		return d, nil
+	}
+	if c.Code == nil {
+		return nil, fmt.Errorf("agent runtime %s version %d has no code bundle: %w", rt.ID, rt.Version, ErrNotReady)
 	}
 	dir, err := s.arts.Unpack(ctx, artifact)
 	if err != nil {
@@ -143,9 +160,68 @@ func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (
 	pool, _ := strconv.Atoi(c.Env[EnvWarmPoolSize])
 	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
 	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
-		CodeDir: dir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second,
+		CodeDir: dir, WorkDir: WorkDir, Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second,
 		Network: netw, OCIRuntime: c.Env[EnvOCIRuntime]}, nil
 }
+
+// imageDeployment builds the Deployment of a prepared container image
+// version: the image's command, environment (under the runtime's
+// environmentVariables), working directory and user.
+func (s *Service) imageDeployment(ctx context.Context, rt Runtime, digest string) (*Deployment, error) {
+	c := rt.Config
+	if s.opts.Images == nil {
+		return nil, fmt.Errorf("container image %q: %w", c.Container.URI, errNoImages)
+	}
+	img, err := s.opts.Images.Get(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("container image %q of %s version %d: %w", c.Container.URI, rt.ID, rt.Version, err)
+	}
+	layers, err := s.opts.Images.LayerDirs(img)
+	if err != nil {
+		return nil, err
+	}
+	args := append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container image %q has neither Entrypoint nor Cmd: set one (e.g. ENTRYPOINT [\"python\", \"main.py\"] in its Dockerfile)", c.Container.URI)
+	}
+	user, err := s.opts.Images.ResolveUser(img)
+	if err != nil {
+		return nil, fmt.Errorf("container image %q: %w", c.Container.URI, err)
+	}
+	env := map[string]string{
+		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME": user.Home,
+	}
+	for _, kv := range img.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			env[k] = v
+		}
+	}
+	env["PORT"] = strconv.Itoa(c.Protocol.Port)
+	env["AWS_REGION"] = s.opts.Region
+	env["AWS_DEFAULT_REGION"] = s.opts.Region
+	for k, v := range c.Env {
+		env[k] = v
+	}
+	env["DOCKER_CONTAINER"] = "1"
+	envList := make([]string, 0, len(env))
+	for _, k := range sortedKeys(env) {
+		envList = append(envList, k+"="+env[k])
+	}
+	workDir := img.Config.WorkingDir
+	if workDir == "" {
+		workDir = "/"
+	}
+	workDir = path.Clean("/" + workDir)
+	pool, _ := strconv.Atoi(c.Env[EnvWarmPoolSize])
+	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
+	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
+		RootLayers: layers, User: sandbox.User{UID: user.UID, GID: user.GID}, WorkDir: workDir,
+		Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second}, nil
+}
+
+// errNoImages says why a server without an image store cannot run images.
+var errNoImages = errors.New("this Berth server cannot run container images (they need the runc driver and root); use codeConfiguration")
 
 // command returns the agent's command line: a script entry point runs with
 // the runtime's interpreter; anything else runs as it is, relative to the
@@ -334,11 +410,18 @@ func (s *Service) prepare(ctx context.Context, runtimeID string, number int) {
 // fetch resolves and unpacks the version's artifact and returns its digest.
 func (s *Service) fetch(ctx context.Context, rt Runtime) (string, error) {
 	c := rt.Config
-	if c.Container != nil {
-		return "", fmt.Errorf("container image %q: this Berth server runs code bundles only (codeConfiguration); container images are not supported yet", c.Container.URI)
-	}
 	if _, err := c.SandboxNetwork(s.opts.Network); err != nil {
 		return "", err
+	}
+	if c.Container != nil {
+		if s.opts.Images == nil {
+			return "", fmt.Errorf("container image %q: %w", c.Container.URI, errNoImages)
+		}
+		img, err := s.opts.Images.Pull(ctx, c.Container.URI)
+		if err != nil {
+			return "", fmt.Errorf("containerConfiguration.containerUri: %w", err)
+		}
+		return img.Digest, nil
 	}
 	digest, err := s.arts.Resolve(ctx, c.Code.Bucket, c.Code.Key, c.Code.VersionID)
 	if err != nil {
@@ -381,6 +464,48 @@ func (s *Service) CollectArtifacts(ctx context.Context) ([]string, error) {
 	}
 	if len(removed) > 0 {
 		s.log.Info("removed unused code bundles", "count", len(removed))
+	}
+	images, err := s.collectImages(ctx)
+	return append(removed, images...), err
+}
+
+// collectImages removes the container images no version refers to, then
+// the layers no image needs, and returns the images' digests. The caller
+// holds gcMu.
+func (s *Service) collectImages(ctx context.Context) ([]string, error) {
+	if s.opts.Images == nil {
+		return nil, nil
+	}
+	digests, err := s.opts.Images.Digests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, d := range digests {
+		var users []store.Version
+		err := s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			users, err = tx.ListVersionsByArtifact(ctx, d)
+			return err
+		})
+		if err != nil {
+			return removed, err
+		}
+		if len(users) > 0 {
+			continue
+		}
+		if err := s.opts.Images.Remove(ctx, d); errors.Is(err, image.ErrInUse) {
+			continue // an upload's name still refers to it
+		} else if err != nil {
+			return removed, err
+		}
+		removed = append(removed, d)
+	}
+	if len(removed) > 0 {
+		s.log.Info("removed unused container images", "count", len(removed))
+	}
+	if _, err := s.opts.Images.CollectLayers(ctx); err != nil {
+		return removed, err
 	}
 	return removed, nil
 }

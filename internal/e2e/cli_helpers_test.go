@@ -142,6 +142,7 @@ type deployedStateFile struct {
 				CodeBucket     string `json:"codeBucket"`
 				CodeKey        string `json:"codeKey"`
 				CodeVersionID  string `json:"codeVersionId"`
+				ImageName      string `json:"imageName"`
 			} `json:"runtimes"`
 			RuntimeEndpoints map[string]struct {
 				EndpointArn string `json:"endpointArn"`

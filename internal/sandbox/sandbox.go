@@ -39,6 +39,19 @@ type Spec struct {
 	// WorkDir is the agent's working directory inside the sandbox.
 	WorkDir string
 
+	// RootLayers, if set, makes the sandbox run a container image: its
+	// root file system is the union of these host directories (the image's
+	// unpacked layers, the bottom one first, shared by every sandbox and
+	// never modified) under a writable layer of the sandbox's own, which
+	// vanishes with it. The host's system view is not shown then, CodeDir
+	// must be empty, and WorkDir may be any absolute directory ("/"
+	// included).
+	RootLayers []string
+	// User is whom the agent of a RootLayers sandbox runs as, in the
+	// image's ids. Sandboxes without RootLayers ignore it: their agent is
+	// always the driver's unprivileged user.
+	User User
+
 	// Limits bounds the resources the sandbox can use.
 	Limits Limits
 
@@ -54,6 +67,14 @@ type Spec struct {
 	// files to the agent directly; the caller keeps ownership and may close
 	// them once Start returns.
 	Stdout, Stderr *os.File
+}
+
+// User is a uid and gid inside a sandbox. Uid 0 is the image's root, which
+// holds no capabilities; drivers with user namespaces map it to an
+// unprivileged host user.
+type User struct {
+	UID, GID       uint32
+	AdditionalGids []uint32
 }
 
 // Limits are the resource limits of one sandbox. A zero field means the

@@ -27,6 +27,7 @@ import (
 	"github.com/berthrun/berth/internal/auth"
 	"github.com/berthrun/berth/internal/console"
 	"github.com/berthrun/berth/internal/control"
+	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
@@ -109,7 +110,13 @@ type Config struct {
 	// LogMaxBytes.
 	LogRetention time.Duration
 	LogMaxBytes  int64
-	Logger       *slog.Logger
+	// InsecureRegistries may serve container images over plain HTTP;
+	// RegistryAuthFile is a Docker config file with registry credentials;
+	// MaxImageBytes bounds an image's compressed size (0: 2 GiB).
+	InsecureRegistries []string
+	RegistryAuthFile   string
+	MaxImageBytes      int64
+	Logger             *slog.Logger
 }
 
 // DefaultDataDir returns the data directory used when none is given:
@@ -206,9 +213,23 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
 	}
 
+	// Container images run in the OCI-runtime driver only, and unpacking
+	// their layers (owners, whiteouts) needs root.
+	var images *image.Store
+	switch driver.(type) {
+	case *runc.Driver, *runc.Runtimes:
+		images, err = image.Open(filepath.Join(cfg.DataDir, "images"), image.Options{
+			AuthFile: cfg.RegistryAuthFile, Insecure: cfg.InsecureRegistries, MaxCompressedBytes: cfg.MaxImageBytes,
+			IDShift: runc.DefaultHostIDBase, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+	}
+
 	ctl, err := control.New(ctx, st, arts, control.Options{
-		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Network: policy, Logger: cfg.Logger,
-		CheckOCIRuntime: checkOCIRuntime,
+		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Network: policy, Images: images,
+		CheckOCIRuntime: checkOCIRuntime, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -265,7 +286,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/metrics", metrics.Handler())
 	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
-		Metrics: metrics, Tracer: tracer, Verifier: verifier, Logger: cfg.Logger}))
+		Metrics: metrics, Tracer: tracer, Verifier: verifier, Images: images, Logger: cfg.Logger}))
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return nil, err

@@ -68,6 +68,8 @@ type Target struct {
 	Env         []string
 	CodeDir     string
 	WorkDir     string
+	RootLayers  []string     // a container image's layers; see sandbox.Spec
+	User        sandbox.User // the image's user
 	Port        int
 	IdleTimeout time.Duration
 	MaxLifetime time.Duration
@@ -345,7 +347,8 @@ func (m *Manager) startSandbox(s *Session) error {
 	t := s.target
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
-		Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime, Stdout: stdout, Stderr: stderr,
+		RootLayers: t.RootLayers, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
+		Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)

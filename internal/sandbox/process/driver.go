@@ -207,6 +207,8 @@ func validate(spec sandbox.Spec) error {
 		return errors.New("the id must be 1 to 64 of A-Z a-z 0-9 _ . -")
 	case len(spec.Args) == 0 || spec.Args[0] == "":
 		return errors.New("no command to run (Args is empty)")
+	case len(spec.RootLayers) > 0:
+		return errors.New("this driver runs code bundles on the host and cannot run container images (RootLayers): use the runc driver")
 	case spec.WorkDir != "" && !path.IsAbs(spec.WorkDir):
 		return fmt.Errorf("WorkDir %q is not an absolute path", spec.WorkDir)
 	}

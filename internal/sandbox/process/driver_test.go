@@ -290,3 +290,16 @@ func TestNoCodeDir(t *testing.T) {
 		t.Errorf("its directory %s is left", dir)
 	}
 }
+
+// TestRefusesImages checks that the driver, which runs agents on the host,
+// refuses a container image's sandbox and says what can run it.
+func TestRefusesImages(t *testing.T) {
+	d, err := New(Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Start(t.Context(), sandbox.Spec{ID: "image", Args: []string{"/agent"}, WorkDir: "/", RootLayers: []string{t.TempDir()}})
+	if err == nil || !strings.Contains(err.Error(), "cannot run container images") || !strings.Contains(err.Error(), "runc") {
+		t.Errorf("Start of an image: %v, want a refusal naming the runc driver", err)
+	}
+}

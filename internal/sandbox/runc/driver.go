@@ -16,6 +16,17 @@
 // in the sandbox's own directory under the state directory, or, without a
 // CodeDir, a tmpfs of Limits.TmpBytes.
 //
+// A sandbox of a container image (Spec.RootLayers) has no skeleton nor host
+// system view: its root is a writable overlay of the image's shared layers
+// under an upper layer in the sandbox's own directory, mounted by the driver
+// and removed with the sandbox; /proc, /dev, /sys and /tmp are as above, and
+// the host's /etc/hosts and /etc/resolv.conf are bound over the image's. Its
+// agent runs as Spec.User: with a user namespace the image's ids are the
+// sandbox's (its root is host uid HostIDBase, unprivileged), without one
+// they are shifted by HostIDBase. Image layers must be unpacked with owners
+// shifted by HostIDBase (package image does) so that they belong to the
+// same users either way.
+//
 // The agent runs as an unprivileged user with no capabilities, no_new_privs
 // and Docker's default seccomp profile. Where the host allows, each sandbox
 // also gets a user namespace in which the agent is uid 1000 and root is an
@@ -390,7 +401,17 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 // network namespace the driver made for the sandbox, or nil.
 func (d *Driver) startContainer(ctx context.Context, b bundle, dir string, ns *os.File) (*container, error) {
 	spec := b.spec
-	if spec.CodeDir != "" || spec.Network.Enabled() {
+	if len(spec.RootLayers) > 0 {
+		// The sandbox's root looks up its root file system here.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return nil, err
+		}
+		root, err := mountImageRoot(dir, spec, d.ids)
+		if err != nil {
+			return nil, err
+		}
+		b.rootfs = root
+	} else if spec.CodeDir != "" || spec.Network.Enabled() {
 		// The sandbox's root looks up the overlay directories and the
 		// network's /etc files (and nothing else) here; the overlay's
 		// belong to the agent, whose files they hold.
@@ -431,9 +452,12 @@ func (d *Driver) startContainer(ctx context.Context, b bundle, dir string, ns *o
 		}
 	}
 	// The mount point must exist in the shared, read-only skeleton. checkWorkDir
-	// keeps it out of the skeleton's symlinks.
-	if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
-		return nil, fmt.Errorf("create workdir mount point: %w", err)
+	// keeps it out of the skeleton's symlinks. (An image's root is its
+	// own and writable: the runtime creates what is missing.)
+	if len(spec.RootLayers) == 0 {
+		if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
+			return nil, fmt.Errorf("create workdir mount point: %w", err)
+		}
 	}
 	if err := writeJSON(filepath.Join(dir, "config.json"), buildSpec(b)); err != nil {
 		return nil, err
@@ -546,6 +570,9 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("remove sandbox %q: unmount %s: %w", id, merged, err)
 	}
 	if err := d.cgroups.remove(ctx, d.cgroupsPath(id)); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := unmountImageRoot(filepath.Join(d.sandboxes, id)); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if err := os.RemoveAll(filepath.Join(d.sandboxes, id)); err != nil {

@@ -63,7 +63,11 @@ func validate(s sandbox.Spec) error {
 			return fmt.Errorf("env entry %q: want KEY=value", kv)
 		}
 	}
-	if err := checkWorkDir(s.WorkDir); err != nil {
+	if len(s.RootLayers) > 0 {
+		if err := validateImage(s); err != nil {
+			return err
+		}
+	} else if err := checkWorkDir(s.WorkDir); err != nil {
 		return err
 	}
 	if s.CodeDir != "" {
@@ -89,6 +93,37 @@ func validate(s sandbox.Spec) error {
 	}
 	if l.MilliCPUs != 0 && l.MilliCPUs < minMilliCPUs {
 		return fmt.Errorf("cpu limit %d millicpus: the smallest is %d", l.MilliCPUs, minMilliCPUs)
+	}
+	return nil
+}
+
+// maxLayers is the most layers an image sandbox's root may have: overlayfs
+// stacks up to 500 lower directories.
+const maxLayers = 500
+
+// validateImage checks the fields of a spec with RootLayers.
+func validateImage(s sandbox.Spec) error {
+	if s.CodeDir != "" {
+		return fmt.Errorf("code dir %q: a sandbox with root layers (an image) takes no code dir", s.CodeDir)
+	}
+	if len(s.RootLayers) > maxLayers {
+		return fmt.Errorf("root layers: %d, more than overlayfs stacks (%d)", len(s.RootLayers), maxLayers)
+	}
+	for _, l := range s.RootLayers {
+		if !path.IsAbs(l) || path.Clean(l) != l {
+			return fmt.Errorf("root layer %q: want a clean absolute path", l)
+		}
+		if strings.ContainsAny(l, ",:\\\n") {
+			return fmt.Errorf("root layer %q: overlayfs cannot take a path with ',', ':' or '\\'", l)
+		}
+	}
+	if s.WorkDir == "" || !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir {
+		return fmt.Errorf("workdir %q: want a clean absolute path", s.WorkDir)
+	}
+	for _, id := range append([]uint32{s.User.UID, s.User.GID}, s.User.AdditionalGids...) {
+		if id >= idMapSize {
+			return fmt.Errorf("user %d:%d: ids must be below %d, the ids a sandbox maps", s.User.UID, s.User.GID, idMapSize)
+		}
 	}
 	return nil
 }
@@ -173,11 +208,27 @@ func (id identity) agent() uint32 {
 // host: the owner its writable directories need.
 func (id identity) agentOnHost() uint32 { return id.hostBase + agentID }
 
+// imageUser maps the user of an image sandbox to the process user: as it is
+// inside a user namespace, shifted to the same host ids without one (so
+// the image's files, unpacked with that shift, belong to the same users
+// either way).
+func (id identity) imageUser(u sandbox.User) specs.User {
+	shift := uint32(0)
+	if !id.userns {
+		shift = id.hostBase
+	}
+	out := specs.User{UID: u.UID + shift, GID: u.GID + shift}
+	for _, g := range u.AdditionalGids {
+		out.AdditionalGids = append(out.AdditionalGids, g+shift)
+	}
+	return out
+}
+
 // bundle is everything buildSpec needs to describe one sandbox.
 type bundle struct {
 	spec   sandbox.Spec   // validated
 	limits sandbox.Limits // with defaults filled in
-	rootfs string         // the shared skeleton
+	rootfs string         // the shared skeleton, or the sandbox's own root for an image
 	system []specs.Mount  // the read-only system view
 	// upperDir and workDir are the per-sandbox overlay directories, used
 	// when spec.CodeDir is set. They must be owned by ids.agentOnHost().
@@ -211,8 +262,20 @@ type bundle struct {
 func buildSpec(b bundle) *specs.Spec {
 	s := b.spec
 	agent := b.ids.agent()
+	image := len(s.RootLayers) > 0
 	mounts := kernelMounts()
-	mounts = append(mounts, b.system...)
+	if !image {
+		mounts = append(mounts, b.system...)
+	} else {
+		// As other container runtimes do, the host's name resolution
+		// files replace the image's: images often ship none, and
+		// localhost must resolve.
+		for _, m := range b.system {
+			if m.Destination == "/etc/hosts" || m.Destination == "/etc/resolv.conf" {
+				mounts = append(mounts, m)
+			}
+		}
+	}
 	mounts = append(mounts, b.etc...)
 	// runc gives a tmpfs the mode of the directory it is mounted on, so the
 	// skeleton's /tmp is 1777 as this mode says.
@@ -223,6 +286,9 @@ func buildSpec(b bundle) *specs.Spec {
 		Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(b.limits.TmpBytes, 10)},
 	})
 	switch {
+	case image:
+		// The image's own files, in the writable root, are the
+		// working directory.
 	case s.CodeDir != "" && b.gvisor:
 		mounts = append(mounts, specs.Mount{
 			Destination: s.WorkDir,
@@ -309,11 +375,15 @@ func buildSpec(b bundle) *specs.Spec {
 		uidMap, gidMap = m, m
 	}
 
+	user := specs.User{UID: agent, GID: agent}
+	if image {
+		user = b.ids.imageUser(s.User)
+	}
 	return &specs.Spec{
 		Version: ociVersion,
 		Process: &specs.Process{
 			Terminal: false,
-			User:     specs.User{UID: agent, GID: agent},
+			User:     user,
 			Args:     s.Args,
 			Env:      s.Env,
 			Cwd:      s.WorkDir,
@@ -323,7 +393,7 @@ func buildSpec(b bundle) *specs.Spec {
 			Rlimits:         rlimits,
 			NoNewPrivileges: true,
 		},
-		Root:     &specs.Root{Path: b.rootfs, Readonly: true},
+		Root:     &specs.Root{Path: b.rootfs, Readonly: !image},
 		Hostname: s.ID,
 		Mounts:   mounts,
 		Linux: &specs.Linux{

@@ -14,6 +14,16 @@ import (
 	"github.com/berthrun/berth/internal/sandbox"
 )
 
+// image turns a spec into one of an image sandbox, then applies edit.
+func image(edit func(*sandbox.Spec)) func(*sandbox.Spec) {
+	return func(s *sandbox.Spec) {
+		s.CodeDir, s.RootLayers = "", []string{"/l/1", "/l/2"}
+		if edit != nil {
+			edit(s)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	good := sandbox.Spec{ID: "s-1.a_B", Args: []string{"/app/agent"}, Env: []string{"A=b", "EMPTY="}, WorkDir: "/app", CodeDir: "/srv/code/v1"}
 	tests := []struct {
@@ -50,6 +60,23 @@ func TestValidate(t *testing.T) {
 		{"negative tmp", func(s *sandbox.Spec) { s.Limits.TmpBytes = -1 }, "tmp limit"},
 		{"too little cpu", func(s *sandbox.Spec) { s.Limits.MilliCPUs = 9 }, "smallest is 10"},
 		{"least cpu", func(s *sandbox.Spec) { s.Limits.MilliCPUs = 10 }, ""},
+		{"image", image(nil), ""},
+		{"image in /", image(func(s *sandbox.Spec) { s.WorkDir = "/" }), ""},
+		{"image in /usr", image(func(s *sandbox.Spec) { s.WorkDir = "/usr/src/app" }), ""},
+		{"image as a user", image(func(s *sandbox.Spec) { s.User = sandbox.User{UID: 65535, GID: 100, AdditionalGids: []uint32{5}} }), ""},
+		{"image and code dir", func(s *sandbox.Spec) { s.RootLayers = []string{"/l/1"} }, "takes no code dir"},
+		{"image with a relative layer", image(func(s *sandbox.Spec) { s.RootLayers = []string{"l/1"} }), "root layer \"l/1\""},
+		{"image with a colon layer", image(func(s *sandbox.Spec) { s.RootLayers = []string{"/l:1"} }), "overlayfs"},
+		{"image with many layers", image(func(s *sandbox.Spec) {
+			s.RootLayers = slices.Repeat([]string{"/var/lib/berth/images/layers/" + strings.Repeat("a", 64)}, 500)
+		}), ""},
+		{"image with too many layers", image(func(s *sandbox.Spec) {
+			s.RootLayers = slices.Repeat([]string{"/var/lib/berth/images/layers/" + strings.Repeat("a", 64)}, 501)
+		}), "more than overlayfs stacks"},
+		{"image without workdir", image(func(s *sandbox.Spec) { s.WorkDir = "" }), "workdir"},
+		{"image with a relative workdir", image(func(s *sandbox.Spec) { s.WorkDir = "app" }), "workdir"},
+		{"image as an unmapped user", image(func(s *sandbox.Spec) { s.User.UID = 65536 }), "below 65536"},
+		{"image with an unmapped group", image(func(s *sandbox.Spec) { s.User.AdditionalGids = []uint32{1 << 20} }), "below 65536"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -509,5 +536,48 @@ func TestGVisorSeccomp(t *testing.T) {
 	}
 	if len(g.Syscalls) != len(filter.Syscalls) || g.DefaultAction != filter.DefaultAction {
 		t.Errorf("runsc's filter has %d rules and default %s, want the %d and %s of Docker's", len(g.Syscalls), g.DefaultAction, len(filter.Syscalls), filter.DefaultAction)
+	}
+}
+
+// TestBuildSpecImage checks an image sandbox's spec: its own writable root,
+// no host system view, the image's user (shifted without a user namespace)
+// and the same hardening as other sandboxes.
+func TestBuildSpecImage(t *testing.T) {
+	for _, userns := range []bool{true, false} {
+		b := bundle{
+			spec: sandbox.Spec{ID: "i1", Args: []string{"/agent"}, WorkDir: "/", RootLayers: []string{"/l/1"},
+				User: sandbox.User{UID: 1000, GID: 100, AdditionalGids: []uint32{5}}},
+			limits: DefaultLimits(), rootfs: "/state/sandboxes/i1/rootfs",
+			system: []specs.Mount{roBind("/usr", "/usr"), roBind("/run/resolv.conf", "/etc/resolv.conf"), roBind("/etc/hosts", "/etc/hosts"),
+				roBind("/etc/passwd", "/etc/passwd")},
+			ids: identity{userns: userns, hostBase: 1 << 20},
+		}
+		s := buildSpec(b)
+		if s.Root.Path != b.rootfs || s.Root.Readonly {
+			t.Errorf("userns %v: root %+v, want %s writable", userns, s.Root, b.rootfs)
+		}
+		etc := 0
+		for _, m := range s.Mounts {
+			switch m.Destination {
+			case "/usr", "/", "/etc/passwd":
+				t.Errorf("userns %v: mount %+v in an image sandbox", userns, m)
+			case "/etc/hosts", "/etc/resolv.conf":
+				etc++
+			}
+		}
+		if etc != 2 {
+			t.Errorf("userns %v: the image sandbox gets %d of the host's /etc/hosts and /etc/resolv.conf, want both", userns, etc)
+		}
+		shift := uint32(0)
+		if !userns {
+			shift = 1 << 20
+		}
+		want := specs.User{UID: 1000 + shift, GID: 100 + shift, AdditionalGids: []uint32{5 + shift}}
+		if u := s.Process.User; u.UID != want.UID || u.GID != want.GID || !slices.Equal(u.AdditionalGids, want.AdditionalGids) {
+			t.Errorf("userns %v: user %+v, want %+v", userns, u, want)
+		}
+		if s.Process.Cwd != "/" || !s.Process.NoNewPrivileges || len(s.Process.Capabilities.Bounding) != 0 || len(s.Linux.MaskedPaths) == 0 {
+			t.Errorf("userns %v: process %+v lost its hardening", userns, s.Process)
+		}
 	}
 }
