@@ -143,8 +143,9 @@ func TestContainerImage(t *testing.T) {
 	if res := call(sa, map[string]any{"op": "write", "path": "/agent/hello.txt", "data": "x"}); res["ok"] == true {
 		t.Error("the image's user changed a file of the image's root")
 	}
-	sandboxes := filepath.Join(b.dataDir, "sandboxes", "runc", "sandboxes") // the default OCI runtime's
-	var writable string                                                     // a's writable layer
+	// The default OCI runtime's sandboxes.
+	sandboxes := filepath.Join(b.dataDir, "sandboxes", "runc", "sandboxes")
+	var writable string // a's writable layer
 	for _, name := range dirNames(sandboxes) {
 		if _, err := os.Stat(filepath.Join(sandboxes, name, "upper", "data", "note")); err == nil {
 			writable = filepath.Join(sandboxes, name)
