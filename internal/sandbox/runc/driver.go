@@ -404,8 +404,10 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 
 // Cleanup kills and removes every sandbox an earlier driver over the same
 // state directory left behind: containers in the runtime's root, their
-// cgroups and their directories. It spares the sandboxes this driver
-// started, but is meant to run once, before the first Start.
+// cgroups, networks and directories; with a network manager, it also prunes
+// the filters of sandboxes whose links are gone (see network.Prune), such
+// as those of a state directory removed since. It spares the sandboxes this
+// driver started, but is meant to run once, before the first Start.
 func (d *Driver) Cleanup(ctx context.Context) error {
 	ids, err := d.rt.list(ctx)
 	if err != nil {
@@ -430,6 +432,15 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		d.log.Info("removing a sandbox left by an earlier run", "id", id)
 		if err := d.destroy(ctx, id); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if d.net != nil {
+		pruned, err := network.Prune()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(pruned) > 0 {
+			d.log.Info("removed the network filters of sandboxes that are gone", "links", pruned)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -494,7 +505,7 @@ func (d *Driver) cgroupsPath(id string) string {
 // network (modes outbound and allowlist) to remove with it.
 const networkMarker = "network"
 
-// linkName is the name of the host link and nftables table of sandbox id:
+// linkName is the name of the host link and nftables chain of sandbox id:
 // unique on the host, as the state directory is the driver's own.
 func (d *Driver) linkName(id string) string {
 	return network.LinkName(filepath.Join(d.sandboxes, id))
