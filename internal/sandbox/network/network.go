@@ -39,8 +39,11 @@
 // Removing them and the link removes everything (the namespace goes with
 // the sandbox); both are named from the sandbox alone (LinkName), so Remove
 // needs no record and works after a crash, and Prune removes the filters of
-// links that are gone. The table itself stays: empty, it costs a packet two
-// lookups in empty sets. Berth never touches a table it did not create.
+// links that are gone. The table is made when a Manager sets up its first
+// sandbox network, and then stays: empty, it costs a packet a lookup or two
+// in empty sets (but its rules turn connection tracking on for the host, as
+// any stateful firewall does). Berth never touches a table it did not
+// create.
 //
 // The host must forward IPv4: New turns net.ipv4.ip_forward on (as Docker
 // does) and leaves it on.
@@ -111,6 +114,11 @@ type Manager struct {
 
 	mu   sync.Mutex // serialises allocation within the process
 	next uint64     // the subnet index allocation looks at first
+	// made says the table was made (or made again) by this Manager:
+	// on its first Attach, so that a Berth whose sandboxes have no
+	// network adds no table, and with it no connection tracking, to
+	// the host's packets.
+	made bool
 }
 
 // ErrUnavailable reports that the host cannot give sandboxes a network (not
@@ -148,7 +156,7 @@ func New(opts Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	if err := ensureTable(); err != nil {
+	if err := probeNFTables(); err != nil {
 		return nil, fmt.Errorf("%w: nftables: %v", ErrUnavailable, err)
 	}
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
@@ -365,6 +373,14 @@ func (m *Manager) create(a *Attachment, nsPath string, mode sandbox.NetworkMode)
 	}
 	// The filter is in place before the link comes up: no packet of the
 	// sandbox is ever unfiltered.
+	if !m.made {
+		// Made again even if it exists: its base rules are then this
+		// version's.
+		if err := ensureTable(); err != nil {
+			return err
+		}
+		m.made = true
+	}
 	if err := addSandbox(a, mode, m.pool); err != nil {
 		return err
 	}
@@ -447,6 +463,9 @@ func (m *Manager) allocate() (netip.Prefix, error) {
 func Remove(link string, addr netip.Addr) error {
 	var errs []error
 	if err := deleteSandbox(link); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteLegacyTable(link); err != nil {
 		errs = append(errs, err)
 	}
 	if l, err := netlink.LinkByName(link); err == nil {

@@ -1,9 +1,11 @@
 package network
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 
 	"github.com/google/nftables"
@@ -215,12 +217,66 @@ func deleteSandbox(link string) error {
 	return nil
 }
 
-// hasSandbox reports whether any of link's filter is in the table: its
-// chain or its element in the set or the map.
+// probeNFTables creates and deletes an empty table, to learn early whether
+// the kernel has nf_tables and this process may use it, without adding
+// anything to the host's packets' path.
+func probeNFTables() error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	name := fmt.Sprintf("%sprobe%d-%x", LinkPrefix, os.Getpid(), b)
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("create table: %w", err)
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete table %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteLegacyTable deletes the table named link, if it exists: Berth
+// versions before the shared table gave each sandbox a table of its own,
+// named as its link, and one may be left by a sandbox of such a version.
+func deleteLegacyTable(link string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if _, err := c.ListTableOfFamily(link, nftables.TableFamilyINet); err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("nftables: find table %s: %w", link, err)
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: link})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables: delete table %s: %w", link, err)
+	}
+	return nil
+}
+
+// hasSandbox reports whether any of link's filter is on the host: its
+// chain or its element in the set or the map, or a table of its own (see
+// deleteLegacyTable).
 func hasSandbox(link string) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, err
+	}
+	if slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == link }) {
+		return true, nil
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+		return false, nil
 	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -230,15 +286,12 @@ func hasSandbox(link string) (bool, error) {
 		return true, nil
 	}
 	t := table()
+	key := ifname(link)
 	for _, s := range []*nftables.Set{links(t), from(t)} {
 		elems, err := c.GetSetElements(s)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
 		if err != nil {
 			return false, fmt.Errorf("list set %s: %w", s.Name, err)
 		}
-		key := ifname(link)
 		if slices.ContainsFunc(elems, func(e nftables.SetElement) bool { return string(e.Key) == string(key) }) {
 			return true, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -33,6 +34,9 @@ func inNetns(tb testing.TB, ns netns.NsHandle, fn func()) {
 		fn()
 	}()
 	<-done
+	if tb.Failed() {
+		tb.FailNow()
+	}
 }
 
 // newTestNetns makes a network namespace for the test, so that its tables
@@ -69,16 +73,15 @@ type tableState struct {
 	from   []string
 }
 
-func readTable(t *testing.T) tableState {
-	t.Helper()
+func readTable() (tableState, error) {
+	st := tableState{rules: map[string]int{}}
 	c, err := nftables.New()
 	if err != nil {
-		t.Fatal(err)
+		return st, err
 	}
-	st := tableState{rules: map[string]int{}}
 	tables, err := c.ListTables()
 	if err != nil {
-		t.Fatal(err)
+		return st, err
 	}
 	for _, tb := range tables {
 		st.tables = append(st.tables, tb.Name)
@@ -86,7 +89,7 @@ func readTable(t *testing.T) tableState {
 	slices.Sort(st.tables)
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		t.Fatal(err)
+		return st, err
 	}
 	for _, ch := range chains {
 		if ch.Table.Name != TableName {
@@ -94,7 +97,7 @@ func readTable(t *testing.T) tableState {
 		}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
-			t.Fatal(err)
+			return st, err
 		}
 		st.rules[ch.Name] = len(rules)
 	}
@@ -102,16 +105,19 @@ func readTable(t *testing.T) tableState {
 		set *nftables.Set
 		out *[]string
 	}{{links(table()), &st.links}, {from(table()), &st.from}} {
+		if !slices.Contains(st.tables, TableName) {
+			break
+		}
 		elems, err := c.GetSetElements(s.set)
 		if err != nil {
-			t.Fatal(err)
+			return st, err
 		}
 		for _, e := range elems {
 			*s.out = append(*s.out, string(e.Key[:len(LinkName(""))]))
 		}
 		slices.Sort(*s.out)
 	}
-	return st
+	return st, nil
 }
 
 // TestTable checks the shared table in a network namespace of the test's:
@@ -133,21 +139,40 @@ func TestTable(t *testing.T) {
 		// A table of someone else's, which Berth must leave alone.
 		c, err := nftables.New()
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
 		other := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "other"})
 		c.AddChain(&nftables.Chain{Name: "c", Table: other})
 		if err := c.Flush(); err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
+		}
+		// A Manager makes the table only for its first sandbox network:
+		// a Berth without any adds nothing to the host's packets' path.
+		if _, err := New(Options{Pool: pool, DNS: []netip.Addr{}, LockFile: filepath.Join(t.TempDir(), "lock")}); err != nil {
+			t.Error(err)
+			return
+		}
+		if st, err := readTable(); err != nil || !slices.Equal(st.tables, []string{"other"}) {
+			t.Errorf("tables after New = %v (%v), want the test's own only", st.tables, err)
+			return
 		}
 		if err := ensureTable(); err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
 	})
 	var base tableState
-	inNetns(t, ns, func() { base = readTable(t) })
+	inNetns(t, ns, func() {
+		var err error
+		if base, err = readTable(); err != nil {
+			t.Error(err)
+		}
+	})
 	if !slices.Equal(base.tables, []string{TableName, "other"}) {
-		t.Fatalf("tables = %v, want %s and the test's own", base.tables, TableName)
+		t.Errorf("tables = %v, want %s and the test's own", base.tables, TableName)
+		return
 	}
 	for _, ch := range []string{"input", "output", "forward", "postrouting"} {
 		if base.rules[ch] == 0 {
@@ -180,10 +205,14 @@ func TestTable(t *testing.T) {
 		if err := ensureTable(); err != nil {
 			t.Error(err)
 		}
-		full = readTable(t)
+		var err error
+		if full, err = readTable(); err != nil {
+			t.Error(err)
+		}
 	})
 	if !slices.Equal(full.links, sorted) || !slices.Equal(full.from, sorted) {
-		t.Fatalf("set %v, map %v: want every sandbox's link, %v", full.links, full.from, sorted)
+		t.Errorf("set %v, map %v: want every sandbox's link, %v", full.links, full.from, sorted)
+		return
 	}
 	for i, name := range names {
 		want := 7 // source checks, pool refusal, link-local refusal, accept
@@ -200,6 +229,22 @@ func TestTable(t *testing.T) {
 		}
 	}
 
+	// A sandbox of an older Berth had a table of its own: Remove deletes
+	// it too.
+	inNetns(t, ns, func() {
+		c, err := nftables.New()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		legacy := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: names[0]})
+		c.AddChain(&nftables.Chain{Name: "input", Table: legacy, Hooknum: nftables.ChainHookInput,
+			Type: nftables.ChainTypeFilter, Priority: nftables.ChainPriorityFilter})
+		if err := c.Flush(); err != nil {
+			t.Error(err)
+			return
+		}
+	})
 	// Half are removed concurrently (each twice, as a Stop racing a
 	// Cleanup would); the rest are left by a "crash".
 	for _, name := range names[:n/2] {
@@ -216,7 +261,11 @@ func TestTable(t *testing.T) {
 	wg.Wait()
 	var pruned []string
 	inNetns(t, ns, func() {
-		st := readTable(t)
+		st, err := readTable()
+		if err != nil {
+			t.Error(err)
+			return
+		}
 		if want := slices.Sorted(slices.Values(names[n/2:])); !slices.Equal(st.links, want) || !slices.Equal(st.from, want) {
 			t.Errorf("after Remove: set %v, map %v, want %v", st.links, st.from, want)
 		}
@@ -231,13 +280,16 @@ func TestTable(t *testing.T) {
 		// One sandbox still has its link: Prune keeps its filter.
 		live := names[n-1]
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: live}, PeerName: "peer"}); err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
-		var err error
 		if pruned, err = Prune(); err != nil {
 			t.Error(err)
 		}
-		st = readTable(t)
+		if st, err = readTable(); err != nil {
+			t.Error(err)
+			return
+		}
 		if !slices.Equal(st.links, []string{live}) || !slices.Equal(st.from, []string{live}) || st.rules[live] == 0 {
 			t.Errorf("after Prune: set %v, map %v, chains %v: want only %s", st.links, st.from, st.rules, live)
 		}
@@ -251,7 +303,8 @@ func TestTable(t *testing.T) {
 		}
 		c, err := nftables.New()
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
 		if chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet); err != nil {
 			t.Error(err)
