@@ -2,10 +2,9 @@
 // through NAT, optionally limited to an allow list, with nothing of the host
 // and no other sandbox reachable.
 //
-// The sandbox's network namespace is made by its OCI runtime, as for a
-// sandbox without network (so it belongs to the sandbox's user namespace);
-// the Manager sets it up after the runtime created the container and before
-// the agent runs (Plan, then Attach). It adds a veth pair: one end ("eth0")
+// The sandbox's network namespace is made by the sandbox's driver (owned by
+// the sandbox's user namespace, which sysfs needs); the Manager sets it up
+// before the agent runs (Plan, then Attach). It adds a veth pair: one end ("eth0")
 // inside the namespace, the other on the host. The pair gets a /30 of the
 // Manager's pool: the host end is the sandbox's gateway, the other end its
 // address, with a default route through the gateway. The host forwards the

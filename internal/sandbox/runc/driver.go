@@ -5,9 +5,10 @@
 //
 // Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
 // network namespace has only loopback, unless its Spec.Network asks for more
-// and Options.Network provides it (package network): the runtime then creates
-// the container, the driver sets its network up, and only then starts the
-// agent. Its root is a read-only skeleton,
+// and Options.Network provides it (package network): the driver then makes
+// the sandbox's network namespace (owned by its user namespace, as the
+// runtime's would be; see nsHolder), sets its network up, and only then runs
+// the runtime, which joins both. Its root is a read-only skeleton,
 // built once per driver and shared by all its sandboxes, onto which the
 // host's /usr (and /bin, /lib, ... as symlinks or read-only bind mounts,
 // mirroring the host) and a short list of /etc entries are bound read-only.
@@ -125,6 +126,7 @@ type Driver struct {
 	ids          identity
 	seccomp      *specs.LinuxSeccomp
 	net          *network.Manager
+	cat          string // the holder of networked sandboxes' namespaces (see nsHolder)
 	log          *slog.Logger
 
 	mu   sync.Mutex
@@ -218,6 +220,12 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
+	var cat string
+	if opts.Network != nil {
+		if cat, err = exec.LookPath("cat"); err != nil {
+			return nil, fmt.Errorf("runc driver: sandbox networks need cat (coreutils) to hold their namespaces: %w", err)
+		}
+	}
 	d := &Driver{
 		rt:           runtime{bin: bin, root: filepath.Join(state, "runtime")},
 		sandboxes:    filepath.Join(state, "sandboxes"),
@@ -229,6 +237,7 @@ func New(opts Options) (*Driver, error) {
 		ids:          identity{hostBase: base},
 		seccomp:      filter,
 		net:          opts.Network,
+		cat:          cat,
 		log:          logger,
 		live:         make(map[string]bool),
 	}
@@ -364,42 +373,46 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 	if err := mkdirAll(filepath.Join(d.rootfs, spec.WorkDir)); err != nil {
 		return nil, fmt.Errorf("create workdir mount point: %w", err)
 	}
+	pidFile := filepath.Join(dir, "pid")
+	if plan == nil {
+		return d.run(ctx, b, dir, pidFile)
+	}
+	// A networked sandbox joins namespaces a holder made (a network
+	// namespace owned by a user namespace, as the runtime's own are, which
+	// sysfs needs), set up before the runtime runs: the agent never sees
+	// its network unconfigured, and the runtime runs once.
+	h, err := holdNamespaces(d.cat, d.ids)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := h.release(); err != nil {
+			d.log.Warn("the holder of a sandbox's namespaces failed", "id", spec.ID, "err", err)
+		}
+	}()
+	if err := d.net.Attach(plan, h.net); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	b.netns, b.userns = h.net, h.user
+	return d.run(ctx, b, dir, pidFile)
+}
+
+// run writes the bundle's config.json in dir and runs the sandbox.
+func (d *Driver) run(ctx context.Context, b bundle, dir, pidFile string) (*container, error) {
 	if err := writeJSON(filepath.Join(dir, "config.json"), buildSpec(b)); err != nil {
 		return nil, err
 	}
-
-	pidFile := filepath.Join(dir, "pid")
-	if plan == nil {
-		if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
-			return nil, err
-		}
-		pid, err := readPid(pidFile)
-		if err != nil {
-			return nil, err
-		}
-		return d.watch(spec.ID, pid, b.limits)
-	}
-	// A networked sandbox's namespace is the runtime's, as without a
-	// network (so it belongs to the sandbox's user namespace, which sysfs
-	// needs), and is set up after the runtime creates it but before the
-	// agent runs: the agent never sees it unconfigured.
-	if err := d.rt.create(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
+	if err := d.rt.run(ctx, b.spec.ID, dir, pidFile, b.spec.Stdout, b.spec.Stderr); err != nil {
 		return nil, err
 	}
 	pid, err := readPid(pidFile)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.net.Attach(plan, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, networkMarker), []byte(plan.Link+" "+plan.Addr.String()+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	if err := d.rt.start(ctx, spec.ID); err != nil {
-		return nil, err
-	}
-	return d.watch(spec.ID, pid, b.limits)
+	return d.watch(b.spec.ID, pid, b.limits)
 }
 
 // Cleanup kills and removes every sandbox an earlier driver over the same

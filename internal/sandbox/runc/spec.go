@@ -184,6 +184,10 @@ type bundle struct {
 	// etc are bind mounts over the system view's /etc files (the
 	// network's resolv.conf and hosts).
 	etc []specs.Mount
+	// netns and userns, if set, are the paths of namespaces the sandbox
+	// joins rather than gets new ones (see nsHolder); userns must have
+	// the mappings ids gives.
+	netns, userns string
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
@@ -254,14 +258,14 @@ func buildSpec(b bundle) *specs.Spec {
 		// A new network namespace has only loopback, which the runtime
 		// brings up.
 		{Type: specs.PIDNamespace},
-		{Type: specs.NetworkNamespace},
+		{Type: specs.NetworkNamespace, Path: b.netns},
 		{Type: specs.IPCNamespace},
 		{Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
 	}
 	var uidMap, gidMap []specs.LinuxIDMapping
 	if b.ids.userns {
-		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: b.userns})
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.ids.hostBase, Size: idMapSize}}
 		uidMap, gidMap = m, m
 	}

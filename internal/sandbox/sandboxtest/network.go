@@ -204,6 +204,29 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 			rep.add("host: connect to a sandbox through its link", true, "refused: "+lastPart(err.Error()))
 		}
 	})
+	t.Run("Namespaces", func(t *testing.T) {
+		// A networked sandbox joins namespaces the driver may make
+		// itself (to set the network up before the agent runs): the
+		// agent must see what one without a network sees, and be as
+		// unprivileged.
+		for _, f := range []string{"/proc/self/uid_map", "/proc/self/gid_map", "/proc/self/setgroups"} {
+			want := none.ok(t, "/read", "path", f)
+			for _, a := range []*agent{outbound, allowlist} {
+				if got := a.ok(t, "/read", "path", f); got != want {
+					t.Errorf("%s of %s = %q, want %q as without a network", f, a.sb.ID(), got, want)
+				}
+			}
+		}
+		for _, a := range []*agent{outbound, allowlist} {
+			s.attackIdentity(t, attacker{t: t, a: a, r: rep})
+			// sysfs is mounted (which needs the network namespace to
+			// belong to the sandbox's user namespace) and shows the
+			// sandbox's own network.
+			if got := a.ok(t, "/read", "path", "/sys/class/net/eth0/mtu"); strings.TrimSpace(got) == "" {
+				t.Errorf("/sys/class/net/eth0/mtu of %s is empty", a.sb.ID())
+			}
+		}
+	})
 	t.Run("SharedTable", func(t *testing.T) {
 		// Every networked sandbox's filter is a chain of the one table
 		// whose base chains every packet of the host goes through, not a
