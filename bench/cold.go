@@ -19,7 +19,7 @@ func (b *bench) cold(ctx context.Context) {
 		"a new runtimeSessionId's first `{\"op\":\"echo\"}` call until the first byte of its answer, then "+
 			"StopRuntimeSession; %d samples per row. *network*: the runtime's BERTH_NETWORK, and the floor's "+
 			"sandbox network: *none* is loopback only, *outbound* adds a veth pair, an address, NAT and the "+
-			"sandbox's filter, set up between the OCI runtime's create and start. *floor*: the same agent, code, "+
+			"sandbox's filter, set up in namespaces Berth makes before the OCI runtime joins them. *floor*: the same agent, code, "+
 			"OCI runtime and network mode started by hand "+
 			"with Berth's sandbox driver alone (no server, no session manager), polling /ping every millisecond, "+
 			"until its first call answers, interleaved with the Berth samples; *floor: first call to a ready sandbox* "+
