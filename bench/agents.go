@@ -61,16 +61,17 @@ func agents(ctx context.Context, dir string) (goAgent, pyAgent agentDef, err err
 var floorEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PORT=8080", "DOCKER_CONTAINER=1",
 	"AWS_REGION=us-east-1", "PYTHONUNBUFFERED=1"}
 
-// startByHand starts the agent in a sandbox with the driver alone and
-// returns a transport to it once its /ping answers 200.
-func startByHand(ctx context.Context, d sandbox.Driver, a agentDef) (sandbox.Sandbox, *http.Transport, error) {
+// startByHand starts the agent in a sandbox with the driver alone, in
+// network mode mode, and returns a transport to it once its /ping answers
+// 200.
+func startByHand(ctx context.Context, d sandbox.Driver, a agentDef, mode string) (sandbox.Sandbox, *http.Transport, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer devnull.Close()
 	sb, err := d.Start(ctx, sandbox.Spec{ID: "floor-" + rand.Text()[:12], Args: a.args, Env: floorEnv, CodeDir: a.dir,
-		WorkDir: "/app", Stdout: devnull, Stderr: devnull})
+		WorkDir: "/app", Stdout: devnull, Stderr: devnull, Network: sandbox.Network{Mode: sandbox.NetworkMode(mode)}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start %s agent by hand: %w", a.name, err)
 	}
@@ -133,9 +134,9 @@ func directInvoke(ctx context.Context, tr http.RoundTripper) (time.Duration, err
 // floorStart measures the agent started by hand in a sandbox of d: from the
 // start until the first byte of its first answer (total), and that first
 // call alone, made once /ping has answered (first).
-func floorStart(ctx context.Context, d sandbox.Driver, a agentDef) (total, first time.Duration, err error) {
+func floorStart(ctx context.Context, d sandbox.Driver, a agentDef, mode string) (total, first time.Duration, err error) {
 	start := time.Now()
-	sb, tr, err := startByHand(ctx, d, a)
+	sb, tr, err := startByHand(ctx, d, a, mode)
 	if err != nil {
 		return 0, 0, err
 	}

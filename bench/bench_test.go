@@ -21,7 +21,8 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{name: "defaults", check: func(t *testing.T, c config) {
 			if !slices.Equal(c.Concurrency, []int{1, 8, 32, 128}) || !slices.Equal(c.Density, []int{100, 500, 1000}) ||
-				c.PayloadBytes != 100_000_000 || c.Cold != 20 || !slices.Equal(c.Sections, allSections) {
+				c.PayloadBytes != 100_000_000 || c.Cold != 20 || !slices.Equal(c.Sections, allSections) ||
+				!slices.Equal(c.ColdNetworks, []string{"none", "outbound"}) || c.DensityNetwork != "none" {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -41,6 +42,13 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("sections: %v", c.Sections)
 			}
 		}},
+		{name: "network modes", args: []string{"-cold-networks", "outbound", "-density-network", "outbound"}, check: func(t *testing.T, c config) {
+			if !slices.Equal(c.ColdNetworks, []string{"outbound"}) || c.DensityNetwork != "outbound" {
+				t.Errorf("network modes: %v, %q", c.ColdNetworks, c.DensityNetwork)
+			}
+		}},
+		{name: "unknown cold network", args: []string{"-cold-networks", "none,bridge"}, wantErr: `-cold-networks: unknown network mode "bridge"`},
+		{name: "unknown density network", args: []string{"-density-network", "allowlist"}, wantErr: `-density-network "allowlist"`},
 		{name: "unknown section", args: []string{"-sections", "warm,latency"}, wantErr: `unknown section "latency"`},
 		{name: "bad concurrency", args: []string{"-concurrency", "1,x"}, wantErr: "not a list of integers"},
 		{name: "zero concurrency", args: []string{"-concurrency", "0"}, wantErr: "-concurrency 0"},
@@ -245,7 +253,9 @@ func TestQuickRun(t *testing.T) {
 	for _, want := range []string{
 		"## Machine", "| CPU |", "| runc |", "## Targets",
 		"### Warm invoke", "| 1 | direct |", "| 32 | Berth |",
-		"### Cold start", "| runc | go | floor (by hand) |", "| runc | python | Berth, no pool |",
+		"### Cold start", "| runc | go | none | floor (by hand) |", "| runc | python | none | Berth, no pool |",
+		"| runc | go | outbound | floor (by hand) |", "| runc | go | outbound | Berth, no pool |",
+		"cold start without pool vs floor (runc, go, outbound)", "network mode none (BERTH_NETWORK)",
 		"### Streaming", "| added by Berth |",
 		"### Payload", "| Berth | 10 MB |",
 		"### Density", "| 20 | 0 |", "no sandbox cgroup was left",

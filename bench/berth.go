@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berthrun/berth/internal/sandbox/netns"
+	sandboxnet "github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/server"
 )
@@ -67,15 +68,24 @@ func (s *berth) stop() error {
 }
 
 // newFloor returns a driver that starts agents by hand in the OCI runtime
-// ociRuntime, the way Berth would but without Berth.
-func (b *bench) newFloor(ociRuntime string) (*runc.Driver, string, error) {
-	parent := b.cgroupParent("floor-" + ociRuntime)
-	d, err := runc.New(runc.Options{Binary: ociRuntime, StateDir: filepath.Join(b.tmp, "floor-"+ociRuntime),
-		CgroupParent: parent, Logger: b.cfg.Log})
-	if err != nil {
-		return nil, "", fmt.Errorf("sandbox driver for the floor: %w", err)
+// ociRuntime, the way Berth would but without Berth. With network, its
+// sandboxes can have networks as Berth's do (same pool, same lock); netErr
+// says why they cannot when the host has no sandbox network.
+func (b *bench) newFloor(ociRuntime string, network bool) (_ *runc.Driver, parent string, netErr, err error) {
+	parent = b.cgroupParent("floor-" + ociRuntime)
+	var m *sandboxnet.Manager
+	if network {
+		m, netErr = sandboxnet.New(sandboxnet.Options{Logger: b.cfg.Log})
+		if netErr != nil && !errors.Is(netErr, sandboxnet.ErrUnavailable) {
+			return nil, "", nil, fmt.Errorf("sandbox network for the floor: %w", netErr)
+		}
 	}
-	return d, parent, nil
+	d, err := runc.New(runc.Options{Binary: ociRuntime, StateDir: filepath.Join(b.tmp, "floor-"+ociRuntime),
+		CgroupParent: parent, Network: m, Logger: b.cfg.Log})
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("sandbox driver for the floor: %w", err)
+	}
+	return d, parent, netErr, nil
 }
 
 // checkFloor checks that the by-hand sandboxes under parent are all gone.

@@ -24,16 +24,16 @@ func (b *bench) density(ctx context.Context) {
 	t := b.rep.section("Density", fmt.Sprintf(
 		"new sessions of the Go agent (one `{\"op\":\"echo\"}` call each, then left idle), %d starts in flight at "+
 			"once, up to each step's total; a server of their own with MaxSessions %d and %d MiB of memory per "+
-			"sandbox. *start*: each session's first call until its first byte. *Berth heap+stacks*: Go's live heap "+
+			"sandbox; network mode %s (BERTH_NETWORK). *start*: each session's first call until its first byte. *Berth heap+stacks*: Go's live heap "+
 			"(HeapAlloc) and StackInuse after a GC, less the value before the first session, per session; *process RSS*: the same "+
 			"for VmRSS (this process hosts Berth; its client keeps no connections open); *sandbox memory*: the "+
 			"sum of the sandboxes' cgroup memory usage (%s), which includes page cache they touched first, per "+
 			"session. Then the server shuts down and every sandbox cgroup must be gone.",
-		b.cfg.DensityParallel, maxN+10, b.cfg.DensityMemory>>20, memoryFile(b.cg)),
+		b.cfg.DensityParallel, maxN+10, b.cfg.DensityMemory>>20, b.cfg.DensityNetwork, memoryFile(b.cg)),
 		"sessions", "errors", "start p50", "start p99", "starts/s", "Berth heap+stacks / session",
 		"process RSS / session", "sandbox memory / session")
 	defer b.rep.done(t)
-	const target = "density: concurrent Go-agent sessions without errors"
+	target := "density: concurrent Go-agent sessions without errors (network " + b.cfg.DensityNetwork + ")"
 	errs, live, err := b.densitySteps(ctx, t, maxN)
 	if err == nil && live == 0 {
 		err = errors.New("no session started")
@@ -75,7 +75,7 @@ func (b *bench) densitySteps(ctx context.Context, t *table, maxN int) (errs, liv
 		}
 		err = errors.Join(err, serr)
 	}()
-	rt, err := srv.deploy(ctx, b.goAgent, "bench_density", nil)
+	rt, err := srv.deploy(ctx, b.goAgent, "bench_density", networkEnv(b.cfg.DensityNetwork))
 	if err != nil {
 		return 0, 0, err
 	}

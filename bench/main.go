@@ -48,6 +48,16 @@ const (
 
 var allSections = []string{secWarm, secCold, secStream, secPayload, secDensity}
 
+// Network modes (BERTH_NETWORK) the harness measures. allowlist costs what
+// outbound does to set up (its rules differ, not their number per packet).
+const (
+	netNone     = "none"
+	netOutbound = "outbound"
+)
+
+// networkEnv is the environment that gives a runtime network mode mode.
+func networkEnv(mode string) map[string]string { return map[string]string{"BERTH_NETWORK": mode} }
+
 // config is everything a run is told.
 type config struct {
 	Sections []string // which sections to run
@@ -60,9 +70,10 @@ type config struct {
 	Load        string        // warm: load generator: auto, wrk or go
 	Install     bool          // install nginx and wrk with apt-get when missing
 
-	Cold     int // cold: samples per agent, runtime and mode
-	WarmSeq  int // cold: sequential warm calls that the pooled start is compared with
-	PoolSize int // cold: warm pool size
+	Cold         int      // cold: samples per agent, runtime and mode
+	ColdNetworks []string // cold: network modes (BERTH_NETWORK) of the no-pool rows and their floors
+	WarmSeq      int      // cold: sequential warm calls that the pooled start is compared with
+	PoolSize     int      // cold: warm pool size
 
 	Streams      int           // stream: streams per path
 	StreamFrames int           // stream: frames per stream
@@ -71,9 +82,10 @@ type config struct {
 	PayloadBytes int64 // payload: request (and so response) size
 	PayloadReps  int   // payload: repetitions per path
 
-	Density         []int // density: session counts to step through
-	DensityParallel int   // density: session starts in flight at once
-	DensityMemory   int64 // density: each sandbox's memory limit, bytes
+	Density         []int  // density: session counts to step through
+	DensityParallel int    // density: session starts in flight at once
+	DensityMemory   int64  // density: each sandbox's memory limit, bytes
+	DensityNetwork  string // density: the sessions' network mode (BERTH_NETWORK)
 
 	Results    string // Markdown file to write ("" for none)
 	CPUProfile string // CPU profile of Berth during the c=32 warm run ("" for none)
@@ -121,11 +133,12 @@ func main() {
 // flag errors to errOut.
 func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	cfg := config{
-		Sections:    slices.Clone(allSections),
-		Runtimes:    []string{"runc", "crun", "runsc"},
-		Concurrency: []int{1, 8, 32, 128},
-		Density:     []int{100, 500, 1000},
-		Out:         out,
+		Sections:     slices.Clone(allSections),
+		Runtimes:     []string{"runc", "crun", "runsc"},
+		ColdNetworks: []string{netNone, netOutbound},
+		Concurrency:  []int{1, 8, 32, 128},
+		Density:      []int{100, 500, 1000},
+		Out:          out,
 	}
 	var payloadMB, densityMiB int64
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -141,6 +154,7 @@ func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	fs.StringVar(&cfg.Load, "load", "auto", "warm: load generator: wrk, go, or auto (wrk when installed)")
 	fs.BoolVar(&cfg.Install, "install", true, "install nginx-light and wrk with apt-get when they are missing")
 	fs.IntVar(&cfg.Cold, "cold", 20, "cold: samples per agent, runtime and mode")
+	fs.Var(listFlag{&cfg.ColdNetworks}, "cold-networks", "cold: network modes (BERTH_NETWORK) to measure starts without pool in, Berth and floor alike: none, outbound; the warm-pool rows use the first")
 	fs.IntVar(&cfg.WarmSeq, "warm-seq", 300, "cold: sequential warm calls per agent (the pooled start's yardstick)")
 	fs.IntVar(&cfg.PoolSize, "pool-size", 4, "cold: warm pool size (BERTH_WARM_POOL_SIZE)")
 	fs.IntVar(&cfg.Streams, "streams", 5, "stream: streams per path")
@@ -150,6 +164,7 @@ func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	fs.IntVar(&cfg.PayloadReps, "payload-reps", 3, "payload: repetitions per path")
 	fs.Var(intsFlag{&cfg.Density}, "density", "density: numbers of concurrent sessions to step through, comma-separated")
 	fs.IntVar(&cfg.DensityParallel, "density-parallel", 16, "density: session starts in flight at once")
+	fs.StringVar(&cfg.DensityNetwork, "density-network", netNone, "density: the sessions' network mode (BERTH_NETWORK): none or outbound")
 	fs.Int64Var(&densityMiB, "density-memory", 64, "density: memory limit of each sandbox, MiB")
 	fs.StringVar(&cfg.Results, "results", "bench/RESULTS.md", "Markdown file to write the results to (empty: none)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process hosting Berth during the c=32 warm run to this file")
@@ -191,6 +206,14 @@ func (c *config) check() error {
 		if !slices.Contains(allSections, s) {
 			return fmt.Errorf("-sections: unknown section %q (want some of %s)", s, strings.Join(allSections, ","))
 		}
+	}
+	for _, m := range c.ColdNetworks {
+		if m != netNone && m != netOutbound {
+			return fmt.Errorf("-cold-networks: unknown network mode %q (want none or outbound)", m)
+		}
+	}
+	if c.DensityNetwork != netNone && c.DensityNetwork != netOutbound {
+		return fmt.Errorf("-density-network %q: want none or outbound", c.DensityNetwork)
 	}
 	for _, n := range c.Concurrency {
 		if n < 1 || n > 10_000 {

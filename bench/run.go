@@ -100,7 +100,9 @@ func (b *bench) withMainSession(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, srv.stop()) }()
-	rt, err := srv.deploy(ctx, b.goAgent, "bench_go", nil)
+	// Berth and the direct path reach the agent inside its namespace
+	// whatever its network mode: none, so that no sandbox network is made.
+	rt, err := srv.deploy(ctx, b.goAgent, "bench_go", networkEnv(netNone))
 	if err != nil {
 		return fmt.Errorf("deploy the Go agent: %w", err)
 	}

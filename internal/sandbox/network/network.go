@@ -2,35 +2,47 @@
 // through NAT, optionally limited to an allow list, with nothing of the host
 // and no other sandbox reachable.
 //
-// The sandbox's network namespace is made by its OCI runtime, as for a
-// sandbox without network (so it belongs to the sandbox's user namespace);
-// the Manager sets it up after the runtime created the container and before
-// the agent runs (Plan, then Attach). It adds a veth pair: one end ("eth0")
+// The sandbox's network namespace is made by the sandbox's driver (owned by
+// the sandbox's user namespace, which sysfs needs); the Manager sets it up
+// before the agent runs (Plan, then Attach). It adds a veth pair: one end ("eth0")
 // inside the namespace, the other on the host. The pair gets a /30 of the
 // Manager's pool: the host end is the sandbox's gateway, the other end its
 // address, with a default route through the gateway. The host forwards the
 // sandbox's packets and masquerades them behind its own address.
 //
-// Filtering is done with nftables, in a table of the sandbox's own (family
-// inet, so IPv6 too) named as its host link. Its chains:
-//   - input: nothing from the sandbox reaches the host itself (any of its
+// Filtering is done with nftables, in one table (family inet, so IPv6 too)
+// shared by every sandbox of the host, TableName. Its base chains see every
+// packet of the host, so they must cost the same whatever the number of
+// sandboxes: they match the host links of sandboxes with one hash lookup in
+// a set of link names, and send what a sandbox sends, through a verdict map
+// keyed by link name, to a chain of that sandbox's own. The base chains:
+//   - input: nothing from a sandbox reaches the host itself (any of its
 //     addresses, the gateway included, so not Berth's API either);
-//   - forward: from the sandbox, packets with a source other than its
-//     address, or to the pool (other sandboxes), are refused; in outbound
-//     mode so is link-local (a cloud's metadata service); then outbound mode
-//     accepts, allowlist mode accepts only the allowed destinations; towards
-//     the sandbox only replies pass, so nothing can open a connection to it;
-//   - output: the host's own processes cannot open connections to it either
-//     (Berth reaches agents inside their namespace, never through the veth);
-//   - postrouting (nat): masquerade what the sandbox sends.
+//   - forward: towards a sandbox only replies pass, so nothing can open a
+//     connection to it; from a sandbox, its chain decides: packets with a
+//     source other than its address, or to the pool (other sandboxes), are
+//     refused; in outbound mode so is link-local (a cloud's metadata
+//     service); then outbound mode accepts, allowlist mode accepts only the
+//     allowed destinations;
+//   - output: the host's own processes cannot open connections to a
+//     sandbox either (Berth reaches agents inside their namespace, never
+//     through the veth);
+//   - postrouting (nat): masquerade what sandboxes send.
 //
 // Filter refusals are TCP resets or ICMP errors, so an agent's attempt fails
 // at once instead of timing out.
 //
-// Removing the table and the link removes everything (the namespace goes
-// with the sandbox); both are named from the sandbox alone (LinkName), so
-// Remove needs no record and works after a crash. Berth never touches a
-// table it did not create.
+// A sandbox's chain and its elements in the set and the map are added in
+// one transaction and removed in one, so concurrent starts and stops, of
+// one Berth process or several, never see or leave a sandbox half-filtered.
+// Removing them and the link removes everything (the namespace goes with
+// the sandbox); both are named from the sandbox alone (LinkName), so Remove
+// needs no record and works after a crash, and Prune removes the filters of
+// links that are gone. The table is made when a Manager sets up its first
+// sandbox network, and then stays: empty, it costs a packet a lookup or two
+// in empty sets (but its rules turn connection tracking on for the host, as
+// any stateful firewall does). Berth never touches a table it did not
+// create.
 //
 // The host must forward IPv4: New turns net.ipv4.ip_forward on (as Docker
 // does) and leaves it on.
@@ -47,7 +59,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -62,7 +73,7 @@ import (
 // DefaultPool is the address pool of sandboxes when Options.Pool is not set.
 var DefaultPool = netip.MustParsePrefix("10.213.0.0/16")
 
-// LinkPrefix starts the name of every host link and nftables table the
+// LinkPrefix starts the name of every host link (and sandbox chain) the
 // Manager creates.
 const LinkPrefix = "berth"
 
@@ -102,6 +113,11 @@ type Manager struct {
 
 	mu   sync.Mutex // serialises allocation within the process
 	next uint64     // the subnet index allocation looks at first
+	// made says the table was made (or made again) by this Manager:
+	// on its first Attach, so that a Berth whose sandboxes have no
+	// network adds no table, and with it no connection tracking, to
+	// the host's packets.
+	made bool
 }
 
 // ErrUnavailable reports that the host cannot give sandboxes a network (not
@@ -203,7 +219,7 @@ func checkPool(p netip.Prefix) error {
 	return nil
 }
 
-// LinkName returns the name of the host link and nftables table of the
+// LinkName returns the name of the host link and nftables chain of the
 // sandbox that key names uniquely on the host (a driver's state directory
 // and the sandbox's id): LinkPrefix and 10 hex digits of a hash, as link
 // names have at most 15 bytes.
@@ -215,7 +231,7 @@ func LinkName(key string) string {
 // Attachment is the network of one sandbox.
 type Attachment struct {
 	// Link is the name of the host end of the veth pair, and of the
-	// sandbox's nftables table.
+	// sandbox's nftables chain.
 	Link string
 	// Addr is the sandbox's address, Gateway the host end's.
 	Addr, Gateway netip.Addr
@@ -236,7 +252,7 @@ type Rule struct {
 }
 
 // Plan prepares the network n (outbound or allowlist) of the sandbox whose
-// host link and table are to be named link (see LinkName): it resolves the
+// host link and chain are to be named link (see LinkName): it resolves the
 // host names of an allow list, and says what the sandbox's /etc/resolv.conf
 // and /etc/hosts hold. Attach then sets it up.
 func (m *Manager) Plan(ctx context.Context, link string, n sandbox.Network) (*Attachment, error) {
@@ -356,7 +372,15 @@ func (m *Manager) create(a *Attachment, nsPath string, mode sandbox.NetworkMode)
 	}
 	// The filter is in place before the link comes up: no packet of the
 	// sandbox is ever unfiltered.
-	if err := addTable(a, mode, m.pool); err != nil {
+	if !m.made {
+		// Made again even if it exists: its base rules are then this
+		// version's.
+		if err := ensureTable(); err != nil {
+			return err
+		}
+		m.made = true
+	}
+	if err := addSandbox(a, mode, m.pool); err != nil {
 		return err
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
@@ -427,8 +451,8 @@ func (m *Manager) allocate() (netip.Prefix, error) {
 	return netip.Prefix{}, fmt.Errorf("sandbox network %s is full: all %d subnets are in use", m.pool, count)
 }
 
-// Remove deletes what Attach made on the host for link: the nftables table
-// and the host end of the veth pair (which goes by itself with the
+// Remove deletes what Attach made on the host for link: the sandbox's filter
+// (its chain and its elements in the table's set and map) and the host end of the veth pair (which goes by itself with the
 // sandbox's namespace, but the namespace may outlive the sandbox for a
 // moment); and, if addr (the sandbox's address) is valid, the connection
 // tracking entries of the sandbox's connections, so that a late reply
@@ -437,7 +461,10 @@ func (m *Manager) allocate() (netip.Prefix, error) {
 // without a Manager.
 func Remove(link string, addr netip.Addr) error {
 	var errs []error
-	if err := deleteTable(link); err != nil {
+	if err := deleteSandbox(link); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteLegacyTable(link); err != nil {
 		errs = append(errs, err)
 	}
 	if l, err := netlink.LinkByName(link); err == nil {
@@ -459,22 +486,52 @@ func Remove(link string, addr netip.Addr) error {
 }
 
 // Exists reports whether anything of link's network is left on the host:
-// the link or the table.
+// the link, or its filter in the table.
 func Exists(link string) (bool, error) {
 	if _, err := netlink.LinkByName(link); err == nil {
 		return true, nil
 	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
 		return false, err
 	}
+	return hasSandbox(link)
+}
+
+// Prune removes from the table the filters of sandboxes whose host link is
+// gone: a sandbox's link goes with its namespace when it dies, so after a
+// crash its filter may outlive it. A filter is added only once its link
+// exists, so a sandbox being set up is never pruned. It returns the links
+// it pruned.
+func Prune() ([]string, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return false, err
+		return nil, fmt.Errorf("prune sandbox filters: nftables: %w", err)
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return false, err
+		return nil, fmt.Errorf("prune sandbox filters: list chains: %w", err)
 	}
-	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == link }), nil
+	var pruned []string
+	var errs []error
+	for _, ch := range chains {
+		if ch.Table.Name != TableName || ch.Hooknum != nil || !strings.HasPrefix(ch.Name, LinkPrefix) {
+			continue
+		}
+		if _, err := netlink.LinkByName(ch.Name); err == nil {
+			continue
+		} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+			errs = append(errs, fmt.Errorf("find veth %s: %w", ch.Name, err))
+			continue
+		}
+		if err := deleteSandbox(ch.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pruned = append(pruned, ch.Name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return pruned, fmt.Errorf("prune sandbox filters: %w", err)
+	}
+	return pruned, nil
 }
 
 // lockFile takes an exclusive lock on file, creating it, and returns what

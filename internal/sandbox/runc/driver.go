@@ -5,9 +5,10 @@
 //
 // Each sandbox gets new PID, mount, network, IPC and UTS namespaces; its
 // network namespace has only loopback, unless its Spec.Network asks for more
-// and Options.Network provides it (package network): the runtime then creates
-// the container, the driver sets its network up, and only then starts the
-// agent. Its root is a read-only skeleton,
+// and Options.Network provides it (package network): the driver then makes
+// the sandbox's network namespace (owned by its user namespace, as the
+// runtime's would be; see nsHolder), sets its network up, and only then runs
+// the runtime, which joins both. Its root is a read-only skeleton,
 // built once per driver and shared by all its sandboxes, onto which the
 // host's /usr (and /bin, /lib, ... as symlinks or read-only bind mounts,
 // mirroring the host) and a short list of /etc entries are bound read-only.
@@ -157,6 +158,7 @@ type Driver struct {
 	ids          identity
 	seccomp      *specs.LinuxSeccomp
 	net          *network.Manager
+	cat          string // the holder of networked sandboxes' namespaces (see nsHolder)
 	log          *slog.Logger
 
 	mu   sync.Mutex
@@ -262,6 +264,12 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
+	var cat string
+	if opts.Network != nil {
+		if cat, err = exec.LookPath("cat"); err != nil {
+			return nil, fmt.Errorf("runc driver: sandbox networks need cat (coreutils) to hold their namespaces: %w", err)
+		}
+	}
 	d := &Driver{
 		rt:           runtime{bin: bin, root: filepath.Join(state, "runtime"), gvisor: gvisor, platform: platform},
 		sandboxes:    filepath.Join(state, "sandboxes"),
@@ -273,6 +281,7 @@ func New(opts Options) (*Driver, error) {
 		ids:          identity{hostBase: base},
 		seccomp:      filter,
 		net:          opts.Network,
+		cat:          cat,
 		log:          logger,
 		live:         make(map[string]bool),
 	}
@@ -388,7 +397,7 @@ func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*con
 		}
 		// runsc enters the namespace by this path; it stays open for
 		// dialling the agent.
-		b.netnsPath = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
+		b.netns = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
 	}
 	c, err := d.startContainer(ctx, b, dir, ns)
 	if err != nil && ns != nil {
@@ -459,61 +468,65 @@ func (d *Driver) startContainer(ctx context.Context, b bundle, dir string, ns *o
 			return nil, fmt.Errorf("create workdir mount point: %w", err)
 		}
 	}
+	pidFile := filepath.Join(dir, "pid")
+	switch {
+	case plan == nil:
+	case ns != nil:
+		// gVisor's namespace is the driver's own: set it up first.
+		if err := d.attachNetwork(plan, dir, b.netns); err != nil {
+			return nil, err
+		}
+	default:
+		// A networked sandbox joins namespaces a holder made (a network
+		// namespace owned by a user namespace, as the runtime's own
+		// are, which sysfs needs), set up before the runtime runs: the
+		// agent never sees its network unconfigured, and the runtime
+		// runs once.
+		h, err := holdNamespaces(d.cat, d.ids)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := h.release(); err != nil {
+				d.log.Warn("the holder of a sandbox's namespaces failed", "id", spec.ID, "err", err)
+			}
+		}()
+		if err := d.attachNetwork(plan, dir, h.net); err != nil {
+			return nil, err
+		}
+		b.netns, b.userns = h.net, h.user
+	}
+	return d.run(ctx, b, dir, pidFile, ns)
+}
+
+// run writes the bundle's config.json in dir and runs the sandbox. ns is
+// the network namespace the driver made for it, or nil.
+func (d *Driver) run(ctx context.Context, b bundle, dir, pidFile string, ns *os.File) (*container, error) {
 	if err := writeJSON(filepath.Join(dir, "config.json"), buildSpec(b)); err != nil {
 		return nil, err
 	}
-
-	pidFile := filepath.Join(dir, "pid")
-	var pid int
-	if plan == nil || ns != nil {
-		// Without a network, or in a namespace the driver made (and so
-		// can set up first), the runtime runs the agent at once.
-		if plan != nil {
-			if err := d.attachNetwork(plan, dir, fmt.Sprintf("/proc/self/fd/%d", ns.Fd())); err != nil {
-				return nil, err
-			}
-		}
-		if err := d.rt.run(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
-			return nil, err
-		}
-		var err error
-		if pid, err = readPid(pidFile); err != nil {
-			return nil, err
-		}
-	} else {
-		// A networked sandbox's namespace is the runtime's, as without
-		// a network (so it belongs to the sandbox's user namespace,
-		// which sysfs needs), and is set up after the runtime creates
-		// it but before the agent runs: the agent never sees it
-		// unconfigured.
-		if err := d.rt.create(ctx, spec.ID, dir, pidFile, spec.Stdout, spec.Stderr); err != nil {
-			return nil, err
-		}
-		var err error
-		if pid, err = readPid(pidFile); err != nil {
-			return nil, err
-		}
-		if err := d.attachNetwork(plan, dir, "/proc/"+strconv.Itoa(pid)+"/ns/net"); err != nil {
-			return nil, err
-		}
-		if err := d.rt.start(ctx, spec.ID); err != nil {
-			return nil, err
-		}
+	if err := d.rt.run(ctx, b.spec.ID, dir, pidFile, b.spec.Stdout, b.spec.Stderr); err != nil {
+		return nil, err
 	}
-	var err error
+	pid, err := readPid(pidFile)
+	if err != nil {
+		return nil, err
+	}
 	gofer := 0
 	if d.rt.gvisor {
-		if gofer, err = d.rt.goferPid(spec.ID); err != nil {
-			d.log.Warn("runsc's gofer is not known: it will not be reaped", "id", spec.ID, "err", err)
+		if gofer, err = d.rt.goferPid(b.spec.ID); err != nil {
+			d.log.Warn("runsc's gofer is not known: it will not be reaped", "id", b.spec.ID, "err", err)
 		}
 	}
-	return d.watch(spec.ID, pid, b.limits, ns, gofer)
+	return d.watch(b.spec.ID, pid, b.limits, ns, gofer)
 }
 
 // Cleanup kills and removes every sandbox an earlier driver over the same
 // state directory left behind: containers in the runtime's root, their
-// cgroups and their directories. It spares the sandboxes this driver
-// started, but is meant to run once, before the first Start.
+// cgroups, networks and directories; with a network manager, it also prunes
+// the filters of sandboxes whose links are gone (see network.Prune), such
+// as those of a state directory removed since. It spares the sandboxes this
+// driver started, but is meant to run once, before the first Start.
 func (d *Driver) Cleanup(ctx context.Context) error {
 	ids, err := d.rt.list(ctx)
 	if err != nil {
@@ -538,6 +551,15 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		d.log.Info("removing a sandbox left by an earlier run", "id", id)
 		if err := d.destroy(ctx, id); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if d.net != nil {
+		pruned, err := network.Prune()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(pruned) > 0 {
+			d.log.Info("removed the network filters of sandboxes that are gone", "links", pruned)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -610,7 +632,7 @@ func (d *Driver) cgroupsPath(id string) string {
 // network (modes outbound and allowlist) to remove with it.
 const networkMarker = "network"
 
-// linkName is the name of the host link and nftables table of sandbox id:
+// linkName is the name of the host link and nftables chain of sandbox id:
 // unique on the host, as the state directory is the driver's own.
 func (d *Driver) linkName(id string) string {
 	return network.LinkName(filepath.Join(d.sandboxes, id))

@@ -331,7 +331,9 @@ func TestNetworkCrun(t *testing.T) {
 // the driver makes and sets up before the runtime runs.
 func TestNetworkRunsc(t *testing.T) {
 	probe(t, config(t, "runsc"))
-	sandboxtest.RunNetwork(t, networkConfig(t, "runsc", runc.Options{}))
+	cfg := networkConfig(t, "runsc", runc.Options{})
+	cfg.UserSpaceKernel = true
+	sandboxtest.RunNetwork(t, cfg)
 }
 
 // TestNetworkNoUserNamespace runs the network tests on sandboxes without a

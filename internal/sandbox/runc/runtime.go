@@ -81,17 +81,8 @@ func (r runtime) output(ctx context.Context, args ...string) ([]byte, error) {
 // are stdout and stderr (nil means /dev/null), handed over as they are. The
 // runtime logs to dir/runtime.log, where a failure's reason is read from.
 func (r runtime) run(ctx context.Context, id, dir, pidFile string, stdout, stderr *os.File) error {
-	return r.launch(ctx, "run", id, dir, pidFile, stdout, stderr)
-}
-
-// launch runs "run --detach" or "create".
-func (r runtime) launch(ctx context.Context, verb, id, dir, pidFile string, stdout, stderr *os.File) error {
 	logFile := filepath.Join(dir, "runtime.log")
-	args := []string{"--log", logFile, "--log-format", "json", verb}
-	if verb == "run" {
-		args = append(args, "--detach")
-	}
-	cmd := r.command(ctx, append(args, "--pid-file", pidFile, "--bundle", dir, id)...)
+	cmd := r.command(ctx, "--log", logFile, "--log-format", "json", "run", "--detach", "--pid-file", pidFile, "--bundle", dir, id)
 	// Only set non-nil files: a nil *os.File in an io.Writer is not nil and
 	// would make exec copy through a pipe.
 	if stdout != nil {
@@ -103,24 +94,12 @@ func (r runtime) launch(ctx context.Context, verb, id, dir, pidFile string, stdo
 	if err := cmd.Run(); err != nil {
 		if msg := logError(logFile); msg != "" {
 			// runc says "runc run failed: <why>".
-			msg = strings.TrimPrefix(msg, filepath.Base(r.bin)+" "+verb+" failed: ")
-			return fmt.Errorf("%s %s: %s: %w", filepath.Base(r.bin), verb, msg, err)
+			msg = strings.TrimPrefix(msg, filepath.Base(r.bin)+" run failed: ")
+			return fmt.Errorf("%s run: %s: %w", filepath.Base(r.bin), msg, err)
 		}
-		return fmt.Errorf("%s %s: %w", filepath.Base(r.bin), verb, err)
+		return fmt.Errorf("%s run: %w", filepath.Base(r.bin), err)
 	}
 	return nil
-}
-
-// create creates container id from the bundle in dir, as run does, but
-// leaves it stopped before its process executes the agent, until start.
-func (r runtime) create(ctx context.Context, id, dir, pidFile string, stdout, stderr *os.File) error {
-	return r.launch(ctx, "create", id, dir, pidFile, stdout, stderr)
-}
-
-// start lets a created container's process execute the agent.
-func (r runtime) start(ctx context.Context, id string) error {
-	_, err := r.output(ctx, "start", id)
-	return err
 }
 
 // delete removes container id, killing it first if it still runs. A

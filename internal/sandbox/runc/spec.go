@@ -244,13 +244,17 @@ type bundle struct {
 	// etc are bind mounts over the system view's /etc files (the
 	// network's resolv.conf and hosts).
 	etc []specs.Mount
-	// gvisor says the runtime is runsc. Its sandboxes join the network
-	// namespace at netnsPath, made by the driver, and bind the overlay
-	// the driver mounted at merged (when spec.CodeDir is set) as their
-	// working directory.
-	gvisor    bool
-	netnsPath string
-	merged    string
+	// netns and userns, if set, are the paths of namespaces the sandbox
+	// joins rather than gets new ones: a holder's (see nsHolder; userns
+	// must have the mappings ids gives), or for gVisor, which runs without
+	// a user namespace of the driver's, the network namespace the driver
+	// made.
+	netns, userns string
+	// gvisor says the runtime is runsc. Its sandboxes bind the overlay the
+	// driver mounted at merged (when spec.CodeDir is set) as their working
+	// directory.
+	gvisor bool
+	merged string
 }
 
 // buildSpec generates the OCI runtime spec of one sandbox.
@@ -361,7 +365,7 @@ func buildSpec(b bundle) *specs.Spec {
 		// A new network namespace has only loopback, which the runtime
 		// brings up.
 		{Type: specs.PIDNamespace},
-		{Type: specs.NetworkNamespace, Path: b.netnsPath},
+		{Type: specs.NetworkNamespace, Path: b.netns},
 		{Type: specs.IPCNamespace},
 		{Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
@@ -370,7 +374,7 @@ func buildSpec(b bundle) *specs.Spec {
 	// Never for runsc (see New): the agent's ids are the Sentry's, which
 	// runsc runs unprivileged in a user namespace of its own.
 	if b.ids.userns {
-		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: b.userns})
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.ids.hostBase, Size: idMapSize}}
 		uidMap, gidMap = m, m
 	}

@@ -292,7 +292,7 @@ func TestBuildSpec(t *testing.T) {
 			}
 		}},
 		{"runsc", func(b *bundle) {
-			b.gvisor, b.netnsPath, b.merged = true, "/proc/7/fd/9", "/state/sandboxes/s1/merged"
+			b.gvisor, b.netns, b.merged = true, "/proc/7/fd/9", "/state/sandboxes/s1/merged"
 			b.ids.userns = false
 		}, func(t *testing.T, s *specs.Spec) {
 			// The network namespace the driver made, with loopback up.

@@ -374,6 +374,12 @@ func (s *suite) attackIdentity(t *testing.T, at attacker) {
 		{"hold a capability (inheritable)", "CapInh", isZero},
 		{"hold a capability (bounding)", "CapBnd", isZero},
 		{"hold a capability (ambient)", "CapAmb", isZero},
+		// The runtime's own groups (root's) must not be left to the agent;
+		// in a user namespace an unmapped group shows as the overflow
+		// group, 65534.
+		{"keep a supplementary group of the host's root", "Groups", func(v string) bool {
+			return !slices.Contains(strings.Fields(v), "0") && !slices.Contains(strings.Fields(v), "65534")
+		}},
 		{"gain privileges by exec (no_new_privs)", "NoNewPrivs", func(v string) bool { return v == "1" }},
 		{"make system calls unfiltered (seccomp)", "Seccomp", func(v string) bool { return v == "2" }},
 	}

@@ -12,12 +12,14 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/dns/dnsmessage"
@@ -33,11 +35,14 @@ type NetworkConfig struct {
 	// NewDriver returns a driver over stateDir (as Config.NewDriver) whose
 	// sandboxes get their networks as host says.
 	NewDriver func(tb testing.TB, stateDir string, host NetworkHost) sandbox.Driver
-	// Link returns the name of the host link and nftables table of
+	// Link returns the name of the host link and nftables chain of
 	// sandbox id of a driver over stateDir.
 	Link func(stateDir, id string) string
 	// StatePaths is as Config.StatePaths. Optional.
 	StatePaths func(stateDir, id string) []string
+	// UserSpaceKernel is as Config.UserSpaceKernel: the agent's user
+	// namespaces and /sys are the user-space kernel's own.
+	UserSpaceKernel bool
 }
 
 // NetworkHost is how the host gives sandboxes their networks in a test.
@@ -76,7 +81,8 @@ func (o *outside) url(a netip.Addr, port int) string {
 // a sandbox reaches neither another sandbox nor any address of the host
 // (its gateway, a listener standing for Berth's API), and nothing of the
 // host reaches the sandbox through its link. After Stop, and after a crash
-// followed by Cleanup, no link, address, nftables table or namespace file
+// followed by Cleanup, no link, address, nftables chain or set element,
+// tracked connection or namespace file
 // of the sandbox is left. It needs root.
 func RunNetwork(t *testing.T, cfg NetworkConfig) {
 	if os.Geteuid() != 0 {
@@ -95,7 +101,7 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 	go acceptAndClose(api)
 	apiPort := api.Addr().(*net.TCPAddr).Port
 
-	s := &suite{code: BuildAgent(t), prefix: randomHex(3)}
+	s := &suite{cfg: Config{UserSpaceKernel: cfg.UserSpaceKernel}, code: BuildAgent(t), prefix: randomHex(3)}
 	state := TempDir(t)
 	resolver := memoryResolver(map[string]netip.Addr{outsideName: out.addr})
 	d := cfg.NewDriver(t, state, NetworkHost{Pool: pool, Resolver: resolver})
@@ -201,6 +207,64 @@ func RunNetwork(t *testing.T, cfg NetworkConfig) {
 			rep.add("host: connect to a sandbox through its link", true, "refused: "+lastPart(err.Error()))
 		}
 	})
+	t.Run("Namespaces", func(t *testing.T) {
+		// A networked sandbox joins namespaces the driver may make
+		// itself (to set the network up before the agent runs): the
+		// agent must see what one without a network sees, and be as
+		// unprivileged. (Under a user-space kernel the namespaces and
+		// /sys the agent sees are that kernel's, whatever the host's.)
+		for _, f := range []string{"/proc/self/uid_map", "/proc/self/gid_map", "/proc/self/setgroups"} {
+			if cfg.UserSpaceKernel {
+				break
+			}
+			want := none.ok(t, "/read", "path", f)
+			for _, a := range []*agent{outbound, allowlist} {
+				if got := a.ok(t, "/read", "path", f); got != want {
+					t.Errorf("%s of %s = %q, want %q as without a network", f, a.sb.ID(), got, want)
+				}
+			}
+		}
+		for _, a := range []*agent{outbound, allowlist} {
+			s.attackIdentity(t, attacker{t: t, a: a, r: rep})
+			// sysfs is mounted (which needs the network namespace to
+			// belong to the sandbox's user namespace) and shows the
+			// sandbox's own network.
+			if cfg.UserSpaceKernel {
+				continue
+			}
+			if got := a.ok(t, "/read", "path", "/sys/class/net/eth0/mtu"); strings.TrimSpace(got) == "" {
+				t.Errorf("/sys/class/net/eth0/mtu of %s is empty", a.sb.ID())
+			}
+		}
+	})
+	t.Run("SharedTable", func(t *testing.T) {
+		// Every networked sandbox's filter is a chain of the one table
+		// whose base chains every packet of the host goes through, not a
+		// table (with base chains) of its own.
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := c.ListTables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []*agent{outbound, allowlist, peer} {
+			link := cfg.Link(state, a.sb.ID())
+			if slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == link }) {
+				t.Errorf("sandbox %s has an nftables table of its own, %s", a.sb.ID(), link)
+			}
+			if !slices.ContainsFunc(chains, func(ch *nftables.Chain) bool {
+				return ch.Table.Name == network.TableName && ch.Name == link && ch.Hooknum == nil
+			}) {
+				t.Errorf("sandbox %s has no chain %s in table inet %s", a.sb.ID(), link, network.TableName)
+			}
+		}
+	})
 	if t.Failed() {
 		return
 	}
@@ -256,8 +320,9 @@ func statePathsOf(cfg NetworkConfig, state, id string) []string {
 }
 
 // assertNetworkGone checks that nothing of the sandbox whose host link was
-// link is left: the link, its nftables table, its gateway address on the
-// host, the tracked connections of its address addr, and the given paths.
+// link is left: the link, its filter (nftables chain and set elements), its
+// gateway address on the host, the tracked connections of its address addr,
+// and the given paths.
 func assertNetworkGone(t *testing.T, link string, gw, addr netip.Addr, paths []string) {
 	t.Helper()
 	left, err := network.Exists(link)
@@ -265,7 +330,7 @@ func assertNetworkGone(t *testing.T, link string, gw, addr netip.Addr, paths []s
 		t.Fatal(err)
 	}
 	if left {
-		t.Errorf("the link or nftables table %s is left", link)
+		t.Errorf("the link or nftables filter %s is left", link)
 	}
 	for _, a := range hostAddrs(t) {
 		if a == gw {
