@@ -445,16 +445,11 @@ func (s *Service) CollectArtifacts(ctx context.Context) ([]string, error) {
 	}
 	var removed []string
 	for _, d := range digests {
-		var users []store.Version
-		err := s.st.View(ctx, func(tx store.Tx) error {
-			var err error
-			users, err = tx.ListVersionsByArtifact(ctx, d)
-			return err
-		})
+		used, err := s.artifactUsed(ctx, d)
 		if err != nil {
 			return removed, err
 		}
-		if len(users) > 0 {
+		if used {
 			continue
 		}
 		if err := s.arts.Remove(ctx, d); err != nil {
@@ -467,6 +462,17 @@ func (s *Service) CollectArtifacts(ctx context.Context) ([]string, error) {
 	}
 	images, err := s.collectImages(ctx)
 	return append(removed, images...), err
+}
+
+// artifactUsed says whether any version refers to the artifact digest.
+func (s *Service) artifactUsed(ctx context.Context, digest string) (bool, error) {
+	var users []store.Version
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		users, err = tx.ListVersionsByArtifact(ctx, digest)
+		return err
+	})
+	return len(users) > 0, err
 }
 
 // collectImages removes the container images no version refers to, then
@@ -482,16 +488,11 @@ func (s *Service) collectImages(ctx context.Context) ([]string, error) {
 	}
 	var removed []string
 	for _, d := range digests {
-		var users []store.Version
-		err := s.st.View(ctx, func(tx store.Tx) error {
-			var err error
-			users, err = tx.ListVersionsByArtifact(ctx, d)
-			return err
-		})
+		used, err := s.artifactUsed(ctx, d)
 		if err != nil {
 			return removed, err
 		}
-		if len(users) > 0 {
+		if used {
 			continue
 		}
 		if err := s.opts.Images.Remove(ctx, d); errors.Is(err, image.ErrInUse) {

@@ -163,8 +163,11 @@ func newNamespace(tb testing.TB) (*os.File, net.Listener) {
 	if os.Geteuid() != 0 {
 		tb.Skip("creating a network namespace needs root")
 	}
+	ns, err := netns.NewLoopback()
+	if err != nil {
+		tb.Fatalf("create a network namespace: %v", err)
+	}
 	type result struct {
-		ns  *os.File
 		ln  net.Listener
 		err error
 	}
@@ -177,59 +180,28 @@ func newNamespace(tb testing.TB) (*os.File, net.Listener) {
 			return
 		}
 		defer unix.Close(home)
-		ns, ln, err := unshareNamespace()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
 		// The listener keeps its namespace; the thread goes home, or ends
 		// locked so that Go retires it.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{ns, ln, err}
+		ch <- result{ln, err}
 	}()
 	r := <-ch
 	if r.err != nil {
-		tb.Fatalf("create a network namespace: %v", r.err)
+		ns.Close()
+		tb.Fatalf("listen in a network namespace: %v", r.err)
 	}
 	tb.Cleanup(func() {
 		r.ln.Close()
-		r.ns.Close()
-	})
-	return r.ns, r.ln
-}
-
-func unshareNamespace() (*os.File, net.Listener, error) {
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return nil, nil, err
-	}
-	if err := loopbackUp(); err != nil {
-		return nil, nil, err
-	}
-	ns, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		ns.Close()
-		return nil, nil, err
-	}
-	return ns, ln, nil
-}
-
-func loopbackUp() error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
+	})
+	return ns, r.ln
 }
 
 // TestNewLoopback checks that a new namespace is not the process's own and
