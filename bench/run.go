@@ -39,6 +39,13 @@ func run(ctx context.Context, cfg config) (err error) {
 	if b.tmp, err = os.MkdirTemp("", "berth-bench-"); err != nil {
 		return err
 	}
+	// Sandboxes' roots (unprivileged host users in their user namespaces)
+	// must be able to search their way to their state, as under
+	// /var/lib/berth; without it the driver runs them without a user
+	// namespace, which is not what a server does.
+	if err = os.Chmod(b.tmp, 0o711); err != nil {
+		return err
+	}
 	defer func() { err = errors.Join(err, removeTemp(b.tmp)) }()
 	if b.goAgent, b.pyAgent, err = agents(ctx, b.tmp); err != nil {
 		return err
