@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -280,7 +281,7 @@ func skipUnlessAvailable(tb testing.TB, binary string) {
 
 // probe skips the test if the runtime cannot start a container on this
 // host.
-func probe(t *testing.T, cfg sandboxtest.Config) {
+func probe(t testing.TB, cfg sandboxtest.Config) {
 	t.Helper()
 	d := cfg.NewDriver(t, sandboxtest.TempDir(t))
 	sb, err := d.Start(t.Context(), sandbox.Spec{ID: "probe", Args: []string{"/bin/true"}, WorkDir: "/probe"})
@@ -447,4 +448,61 @@ func TestRuntimes(t *testing.T) {
 	if err := broken.Check("kata"); err == nil {
 		t.Error("Check of an unknown runtime succeeded")
 	}
+}
+
+// TestNoSessionKeyringPerSandbox checks that a sandbox gets no session
+// keyring of its own. Every sandbox's root is the same host user, whose
+// kernel key quota (200 keys by default) a keyring per sandbox would exhaust
+// after a few hundred sandboxes, failing every start after that.
+func TestNoSessionKeyringPerSandbox(t *testing.T) {
+	for _, binary := range []string{"runc", "crun"} {
+		t.Run(binary, func(t *testing.T) {
+			cfg := config(t, binary)
+			if binary == "crun" {
+				probe(t, cfg)
+			}
+			d := cfg.NewDriver(t, sandboxtest.TempDir(t))
+			before := sandboxKeys(t)
+			id := "keyring-" + randomHex(4)
+			sb, err := d.Start(t.Context(), sandbox.Spec{ID: id, Args: []string{"/bin/sleep", "60"}, WorkDir: "/workspace"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Stop(context.Background())
+			if after := sandboxKeys(t); after > before {
+				t.Errorf("the sandboxes' host users hold %d keys with sandbox %s running, %d before", after, id, before)
+			}
+			// A runtime may make the keyring before it switches users.
+			keys, _ := os.ReadFile("/proc/keys")
+			for _, line := range strings.Split(string(keys), "\n") {
+				if strings.Contains(line, id) {
+					t.Errorf("sandbox %s has a keyring of its own: %s", id, line)
+				}
+			}
+		})
+	}
+}
+
+// sandboxKeys is how many kernel keys the host users of sandboxes hold, from
+// /proc/key-users ("uid: usage nkeys/nikeys ...").
+func sandboxKeys(t *testing.T) int {
+	data, err := os.ReadFile("/proc/key-users")
+	if err != nil {
+		t.Skipf("the kernel does not report key users: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		uid, err := strconv.ParseUint(strings.TrimSuffix(f[0], ":"), 10, 32)
+		if err != nil || uid < runc.DefaultHostIDBase {
+			continue
+		}
+		keys, _, _ := strings.Cut(f[2], "/")
+		k, _ := strconv.Atoi(keys)
+		n += k
+	}
+	return n
 }

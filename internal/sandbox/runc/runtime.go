@@ -82,7 +82,16 @@ func (r runtime) output(ctx context.Context, args ...string) ([]byte, error) {
 // runtime logs to dir/runtime.log, where a failure's reason is read from.
 func (r runtime) run(ctx context.Context, id, dir, pidFile string, stdout, stderr *os.File) error {
 	logFile := filepath.Join(dir, "runtime.log")
-	cmd := r.command(ctx, "--log", logFile, "--log-format", "json", "run", "--detach", "--pid-file", pidFile, "--bundle", dir, id)
+	args := []string{"--log", logFile, "--log-format", "json", "run", "--detach", "--pid-file", pidFile, "--bundle", dir}
+	if !r.gvisor {
+		// A session keyring per container would count against the
+		// kernel's per-user key quota (200 keys by default), and every
+		// sandbox's root is the same host user: a few hundred sandboxes
+		// would exhaust it. The agent cannot use keyrings anyway: the
+		// seccomp filter refuses keyctl, add_key and request_key.
+		args = append(args, "--no-new-keyring")
+	}
+	cmd := r.command(ctx, append(args, id)...)
 	// Only set non-nil files: a nil *os.File in an io.Writer is not nil and
 	// would make exec copy through a pipe.
 	if stdout != nil {
