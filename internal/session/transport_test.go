@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +20,33 @@ type testAgent struct {
 	srv          *http.Server
 	addr         string
 	conns, calls atomic.Int32
+
+	mu   sync.Mutex
+	idle map[net.Conn]bool // the agent's connections waiting for a request
+}
+
+// closeIdle closes the agent's end of its idle connections, as an agent with
+// a short keep-alive timeout would, once the last call's connection is idle.
+func (a *testAgent) closeIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		n := len(a.idle)
+		for c := range a.idle {
+			c.Close()
+			delete(a.idle, c)
+		}
+		a.mu.Unlock()
+		if n > 0 {
+			time.Sleep(10 * time.Millisecond) // for the FIN to arrive
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no idle connection to close")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func startTestAgent(t *testing.T, h http.HandlerFunc) *testAgent {
@@ -27,16 +55,23 @@ func startTestAgent(t *testing.T, h http.HandlerFunc) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &testAgent{addr: ln.Addr().String()}
+	a := &testAgent{addr: ln.Addr().String(), idle: map[net.Conn]bool{}}
 	a.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.calls.Add(1)
 			h(w, r)
 		}),
-		ConnState: func(_ net.Conn, s http.ConnState) {
+		ConnState: func(c net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				a.conns.Add(1)
 			}
+			a.mu.Lock()
+			if s == http.StateIdle {
+				a.idle[c] = true
+			} else {
+				delete(a.idle, c)
+			}
+			a.mu.Unlock()
 		},
 	}
 	go a.srv.Serve(ln)
@@ -97,11 +132,7 @@ func TestAgentTransportAgentClosesIdle(t *testing.T) {
 		if _, err := call(context.Background(), tr, "hi"); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
-		// The agent drops its idle connections, as one with a short
-		// keep-alive timeout or a restarted server would.
-		a.srv.SetKeepAlivesEnabled(false)
-		a.srv.SetKeepAlivesEnabled(true)
-		time.Sleep(20 * time.Millisecond) // let the FIN arrive
+		a.closeIdle(t)
 	}
 	if n := a.calls.Load(); n != 4 {
 		t.Errorf("the agent got %d calls, want 4", n)
