@@ -34,6 +34,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,8 @@ import (
 	"sync"
 	"time"
 
+	mobyseccomp "github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -117,6 +120,13 @@ type Options struct {
 	// RuntimeClassName, if set, runs pods with that RuntimeClass (gVisor,
 	// Kata, ...).
 	RuntimeClassName string
+	// SeccompProfile, if set, is the path of a seccomp profile below the
+	// kubelet's seccomp directory (a Localhost profile) that pods run
+	// with, such as SeccompProfileJSON installed on every node as
+	// "berth/default.json". Empty means the container runtime's default
+	// profile, which may be laxer than Berth's (containerd 1.6's allows
+	// io_uring).
+	SeccompProfile string
 	// UID is the uid and gid agents run as; zero means DefaultUID.
 	UID int64
 
@@ -529,6 +539,10 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 	// ignores SIGTERM before it kills it.
 	grace := int64(1)
 	tmpSize := resource.NewQuantity(lim.TmpBytes, resource.BinarySI)
+	seccomp := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	if d.opts.SeccompProfile != "" {
+		seccomp = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &d.opts.SeccompProfile}
+	}
 	container := func(name string) corev1.Container {
 		return corev1.Container{
 			Name:            name,
@@ -543,7 +557,7 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 				RunAsUser:                &uid,
 				RunAsGroup:               &uid,
 				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				SeccompProfile:           seccomp,
 			},
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: workVolume, MountPath: spec.WorkDir},
@@ -576,7 +590,7 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 				RunAsUser:      &uid,
 				RunAsGroup:     &uid,
 				FSGroup:        &uid,
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				SeccompProfile: seccomp,
 			},
 			Containers: []corev1.Container{agent},
 			Volumes: []corev1.Volume{
@@ -730,6 +744,25 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	return nil
+}
+
+// SeccompProfileJSON returns the seccomp profile the runc driver applies
+// (Docker's default, evaluated for processes without capabilities) in the
+// OCI runtime-spec format, which is how containerd reads a Localhost
+// profile: as is, without Docker's conditions on capabilities (so
+// Docker's own JSON would allow what it grants CAP_SYS_ADMIN). Installed
+// on every node below the kubelet's seccomp directory, it is
+// Options.SeccompProfile.
+func SeccompProfileJSON() ([]byte, error) {
+	p, err := mobyseccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}})
+	if err != nil {
+		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	return data, nil
 }
 
 // bundleServer serves code directories as tar streams to init containers.

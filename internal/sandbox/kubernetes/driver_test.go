@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,11 +30,13 @@ import (
 // BERTH_TEST_KUBECONFIG points at its kubeconfig. Pods reach the host at
 // BERTH_TEST_KUBE_HOST_IP, the node bridge's address (10.244.0.1 there),
 // where the driver serves code bundles. BERTH_TEST_KUBE_POD_PIDS_LIMIT is
-// the kubelet's podPidsLimit.
+// the kubelet's podPidsLimit; BERTH_TEST_KUBE_SECCOMP_DIR is the kubelet's
+// seccomp directory, where the test installs Berth's profile.
 const (
 	kubeconfigEnv = "BERTH_TEST_KUBECONFIG"
 	hostIPEnv     = "BERTH_TEST_KUBE_HOST_IP"
 	pidsLimitEnv  = "BERTH_TEST_KUBE_POD_PIDS_LIMIT"
+	seccompEnv    = "BERTH_TEST_KUBE_SECCOMP_DIR"
 )
 
 // cluster is a reachable test cluster with a namespace of the test's own.
@@ -42,6 +45,7 @@ type cluster struct {
 	client    k8s.Interface
 	namespace string
 	hostIP    string
+	seccomp   string // Options.SeccompProfile, "" if there is no seccomp directory
 }
 
 // testCluster connects to the test cluster and makes a namespace for the
@@ -96,18 +100,33 @@ func testCluster(t testing.TB) *cluster {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return &cluster{config: cfg, client: client, namespace: ns, hostIP: hostIP}
+	c := &cluster{config: cfg, client: client, namespace: ns, hostIP: hostIP}
+	if dir := os.Getenv(seccompEnv); dir != "" {
+		data, err := kubernetes.SeccompProfileJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "berth"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "berth", "default.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.seccomp = "berth/default.json"
+	}
+	return c
 }
 
 // driver returns a driver of the test's namespace whose pods carry owner.
 func (c *cluster) driver(tb testing.TB, owner string, edit func(*kubernetes.Options)) *kubernetes.Driver {
 	tb.Helper()
 	opts := kubernetes.Options{
-		Config:       c.config,
-		Namespace:    c.namespace,
-		Owner:        owner,
-		BundleListen: net.JoinHostPort(c.hostIP, "0"),
-		AllowFrom:    []string{c.hostIP + "/32"},
+		Config:         c.config,
+		Namespace:      c.namespace,
+		Owner:          owner,
+		BundleListen:   net.JoinHostPort(c.hostIP, "0"),
+		SeccompProfile: c.seccomp,
+		AllowFrom:      []string{c.hostIP + "/32"},
 	}
 	if edit != nil {
 		edit(&opts)
@@ -141,6 +160,9 @@ func nodePidsLimit(t testing.TB) int64 {
 // sandboxes of a dropped one.
 func config(t *testing.T) sandboxtest.Config {
 	c := testCluster(t)
+	if c.seccomp == "" {
+		t.Skipf("set %s to the kubelet's seccomp directory: the suite needs Berth's seccomp profile on the node (the runtime's default lets io_uring through)", seccompEnv)
+	}
 	return sandboxtest.Config{
 		NewDriver: func(tb testing.TB, stateDir string) sandbox.Driver {
 			sum := sha256.Sum256([]byte(stateDir))
@@ -193,7 +215,7 @@ func TestPod(t *testing.T) {
 	ctr := pod.Spec.Containers[0]
 	sc := ctr.SecurityContext
 	if sc == nil || !*sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem ||
-		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || (c.seccomp == "" && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault) || (c.seccomp != "" && *sc.SeccompProfile.LocalhostProfile != c.seccomp) {
 		t.Errorf("security context %+v", sc)
 	}
 	if got := ctr.Resources.Limits.Memory().Value(); got != 96<<20 {
