@@ -158,7 +158,7 @@ func nodePidsLimit(t testing.TB) int64 {
 // Drivers made with the same state directory share an owner label, as
 // replicas of one Berth would, so Cleanup of a new one removes the
 // sandboxes of a dropped one.
-func config(t *testing.T) sandboxtest.Config {
+func config(t testing.TB) sandboxtest.Config {
 	c := testCluster(t)
 	if c.seccomp == "" {
 		t.Skipf("set %s to the kubelet's seccomp directory: the suite needs Berth's seccomp profile on the node (the runtime's default lets io_uring through)", seccompEnv)
@@ -288,4 +288,15 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// BenchmarkColdStart measures a pod-backed sandbox's cold start: from
+// Start (pod creation) until the agent's first 200 on /ping.
+func BenchmarkColdStart(b *testing.B) {
+	sandboxtest.BenchmarkColdStart(b, config(b))
+}
+
+// BenchmarkDial measures dialling a running agent on its pod IP.
+func BenchmarkDial(b *testing.B) {
+	sandboxtest.BenchmarkDial(b, config(b))
 }
