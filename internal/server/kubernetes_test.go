@@ -92,6 +92,9 @@ func TestKubernetesDriver(t *testing.T) {
 	if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.Phase != corev1.PodRunning {
 		t.Fatalf("pods of the session: %v, %v", pods, err)
 	}
+	if l := pods.Items[0].Labels; l["berth.run/runtime"] == "" || l["berth.run/version"] != "1" || pods.Items[0].Annotations["berth.run/session"] != session {
+		t.Errorf("the pod's labels %v and annotations %v do not name its runtime, version and session", l, pods.Items[0].Annotations)
+	}
 	if code, body := call("/stopruntimesession", `{}`); code != http.StatusOK {
 		t.Fatalf("stop the session: %d %s", code, body)
 	}

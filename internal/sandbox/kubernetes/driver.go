@@ -319,7 +319,11 @@ func (d *Driver) observe(obj any, deleted bool) {
 	}
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+var (
+	idPattern         = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	labelKeyPattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
+	labelValuePattern = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+)
 
 // validate checks what a spec must satisfy for this driver.
 func validate(s sandbox.Spec) error {
@@ -342,6 +346,11 @@ func validate(s sandbox.Spec) error {
 	}
 	if s.CodeDir != "" && !path.IsAbs(s.CodeDir) {
 		return fmt.Errorf("code dir %q: want an absolute path", s.CodeDir)
+	}
+	for k := range s.Labels {
+		if !labelKeyPattern.MatchString(k) {
+			return fmt.Errorf("label %q: want 1 to 40 characters of [a-z0-9-]", k)
+		}
 	}
 	if err := s.Network.Validate(); err != nil {
 		return err
@@ -408,7 +417,7 @@ func labelID(id string) string {
 
 // validLabelValue returns why v is not a label value, or "".
 func validLabelValue(v string) string {
-	if len(v) > 63 || !regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`).MatchString(v) {
+	if len(v) > 63 || !labelValuePattern.MatchString(v) {
 		return "want at most 63 characters of [A-Za-z0-9_.-], starting and ending with a letter or digit"
 	}
 	return ""
@@ -601,6 +610,14 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 				{Name: tmpVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: tmpSize}}},
 			},
 		},
+	}
+	// The spec's labels become berth.run/<key> annotations, and labels too
+	// where the value fits in one (session ids may be too long).
+	for k, v := range spec.Labels {
+		pod.Annotations["berth.run/"+k] = v
+		if validLabelValue(v) == "" {
+			pod.Labels["berth.run/"+k] = v
+		}
 	}
 	if d.opts.RuntimeClassName != "" {
 		pod.Spec.RuntimeClassName = &d.opts.RuntimeClassName

@@ -193,6 +193,7 @@ func TestPod(t *testing.T) {
 		Env:     []string{"PATH=/bin"},
 		WorkDir: "/work",
 		Limits:  sandbox.Limits{MemoryBytes: 96 << 20, MilliCPUs: 250, TmpBytes: 8 << 20},
+		Labels:  map[string]string{"runtime": "rt-1", "version": "3", "session": strings.Repeat("s", 70)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +209,12 @@ func TestPod(t *testing.T) {
 	}
 	if pod.Labels[kubernetes.LabelManagedBy] != "berth" || pod.Labels[kubernetes.LabelSandbox] == "" || pod.Annotations[kubernetes.AnnotationID] != "Pod_Test.1" {
 		t.Errorf("labels %v, annotations %v", pod.Labels, pod.Annotations)
+	}
+	if pod.Labels["berth.run/runtime"] != "rt-1" || pod.Labels["berth.run/version"] != "3" {
+		t.Errorf("labels %v, want the spec's runtime and version", pod.Labels)
+	}
+	if _, ok := pod.Labels["berth.run/session"]; ok || pod.Annotations["berth.run/session"] != strings.Repeat("s", 70) {
+		t.Errorf("a session id too long for a label: labels %v, annotations %v", pod.Labels, pod.Annotations)
 	}
 	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken || pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks {
 		t.Errorf("the pod gets a service account token or service links")
