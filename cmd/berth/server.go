@@ -22,6 +22,7 @@ func serverCommand() *cobra.Command {
 		insecure, outbound               bool
 		cpus                             float64
 		pool, dns                        string
+		kube                             kubeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -65,6 +66,18 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			if err := parseNetworkFlags(&cfg, outbound, pool, dns); err != nil {
 				return err
 			}
+			switch kube.driver {
+			case "oci":
+			case "kubernetes":
+				d, err := kube.newDriver(cfg.SessionLimits, log)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				cfg.Driver = d
+			default:
+				return fmt.Errorf("--driver %q: want oci or kubernetes", kube.driver)
+			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -73,6 +86,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 		},
 	}
 	f := cmd.Flags()
+	kube.register(f)
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("BERTH_DATA_DIR", server.DefaultDataDir()), "directory for the database, code bundles, sandboxes and session logs (env BERTH_DATA_DIR)")
 	// No env default here: help would print it, password and all.
 	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL (postgres://user@host:5432/db?sslmode=require) to keep state in; empty for SQLite in the data directory (env BERTH_STORE; the password is best given in PGPASSWORD or ~/.pgpass)")

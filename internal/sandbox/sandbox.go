@@ -63,6 +63,12 @@ type Spec struct {
 	// driver's default. Drivers without a choice ignore it.
 	Runtime string
 
+	// Labels say what the sandbox is for (e.g. "runtime", "version" and
+	// "session" with their ids). Drivers that can attach them to what they
+	// create (kubernetes: the pod's labels) do; others ignore them. Keys
+	// are made of [a-z0-9-].
+	Labels map[string]string
+
 	// Stdout and Stderr receive the agent's output. The driver hands these
 	// files to the agent directly; the caller keeps ownership and may close
 	// them once Start returns.

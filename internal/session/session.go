@@ -348,6 +348,7 @@ func (m *Manager) startSandbox(s *Session) error {
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
 		RootLayers: t.RootLayers, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
+		Labels: map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version), "session": s.ID},
 		Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {

@@ -262,6 +262,20 @@ func (s *suite) testAttacks(t *testing.T, a, b *agent, state string) {
 		} else {
 			at.r.add("connect to the victim's abstract unix socket", true, "refused: "+lastPart(strings.TrimSpace(body)))
 		}
+		if s.cfg.PodNetwork {
+			victim := net.JoinHostPort(s.cfg.SandboxAddr(b.sb), strconv.Itoa(AgentPort))
+			code, body := a.get(t, "/dial", "addr", victim)
+			switch {
+			case code != http.StatusOK:
+				at.r.add("connect to the victim's pod address "+victim, true, "refused: "+lastPart(strings.TrimSpace(body)))
+			case s.cfg.PeersReachable:
+				t.Logf("KNOWN HOLE: the attacker connects to the victim's pod address %s: the pod network does not enforce network policies (Config.PeersReachable)", victim)
+				at.r.add("connect to the victim's pod address "+victim, false, "CONNECTED: the network plugin does not enforce NetworkPolicy (known)")
+			default:
+				t.Errorf("connected to the victim's pod address %s", victim)
+				at.r.add("connect to the victim's pod address "+victim, false, "CONNECTED")
+			}
+		}
 		for _, network := range []struct{ net, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 			ln, err := net.Listen(network.net, network.addr)
 			if err != nil {
