@@ -92,6 +92,23 @@ type Limits struct {
 	TmpBytes    int64 // size of the private /tmp
 }
 
+// Or returns l with its zero fields taken from def.
+func (l Limits) Or(def Limits) Limits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = def.MemoryBytes
+	}
+	if l.MilliCPUs == 0 {
+		l.MilliCPUs = def.MilliCPUs
+	}
+	if l.Pids == 0 {
+		l.Pids = def.Pids
+	}
+	if l.TmpBytes == 0 {
+		l.TmpBytes = def.TmpBytes
+	}
+	return l
+}
+
 // Sandbox is one running, isolated agent.
 type Sandbox interface {
 	// ID returns the Spec.ID the sandbox was started with.

@@ -252,7 +252,7 @@ func New(opts Options) (*Driver, error) {
 		client:    client,
 		opts:      opts,
 		log:       logger,
-		defaults:  withDefaults(opts.Defaults, DefaultLimits()),
+		defaults:  opts.Defaults.Or(DefaultLimits()),
 		selector:  labels.SelectorFromSet(labels.Set{LabelManagedBy: opts.Owner}),
 		sandboxes: make(map[string]*Sandbox),
 		ids:       make(map[string]bool),
@@ -369,23 +369,6 @@ func checkLimits(l sandbox.Limits) error {
 		}
 	}
 	return nil
-}
-
-// withDefaults fills l's zero fields from def.
-func withDefaults(l, def sandbox.Limits) sandbox.Limits {
-	if l.MemoryBytes == 0 {
-		l.MemoryBytes = def.MemoryBytes
-	}
-	if l.MilliCPUs == 0 {
-		l.MilliCPUs = def.MilliCPUs
-	}
-	if l.Pids == 0 {
-		l.Pids = def.Pids
-	}
-	if l.TmpBytes == 0 {
-		l.TmpBytes = def.TmpBytes
-	}
-	return l
 }
 
 // PodName returns the name of sandbox id's pod: readable, DNS-safe and
@@ -531,7 +514,7 @@ func (d *Driver) bundleDone(sb *Sandbox) {
 
 // podFor builds the pod of spec.
 func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
-	lim := withDefaults(spec.Limits, d.defaults)
+	lim := spec.Limits.Or(d.defaults)
 	limits := corev1.ResourceList{
 		corev1.ResourceMemory: *resource.NewQuantity(lim.MemoryBytes, resource.BinarySI),
 		corev1.ResourceCPU:    *resource.NewMilliQuantity(lim.MilliCPUs, resource.DecimalSI),

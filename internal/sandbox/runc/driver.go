@@ -230,7 +230,7 @@ func New(opts Options) (*Driver, error) {
 	if etc == nil {
 		etc = DefaultEtcFiles()
 	}
-	defaults := withDefaults(opts.Defaults, DefaultLimits())
+	defaults := opts.Defaults.Or(DefaultLimits())
 	if err := validate(sandbox.Spec{ID: "defaults", Args: []string{"x"}, WorkDir: "/x", Limits: defaults}); err != nil {
 		return nil, fmt.Errorf("runc driver: default limits: %w", err)
 	}
@@ -380,7 +380,7 @@ func (d *Driver) forget(id string) {
 func (d *Driver) start(ctx context.Context, spec sandbox.Spec, dir string) (*container, error) {
 	b := bundle{
 		spec:        spec,
-		limits:      withDefaults(spec.Limits, d.defaults),
+		limits:      spec.Limits.Or(d.defaults),
 		rootfs:      d.rootfs,
 		system:      d.system,
 		cgroupsPath: d.cgroupsPath(spec.ID),

@@ -146,23 +146,6 @@ func checkWorkDir(dir string) error {
 	return nil
 }
 
-// withDefaults fills the zero fields of l from def.
-func withDefaults(l, def sandbox.Limits) sandbox.Limits {
-	if l.MemoryBytes == 0 {
-		l.MemoryBytes = def.MemoryBytes
-	}
-	if l.MilliCPUs == 0 {
-		l.MilliCPUs = def.MilliCPUs
-	}
-	if l.Pids == 0 {
-		l.Pids = def.Pids
-	}
-	if l.TmpBytes == 0 {
-		l.TmpBytes = def.TmpBytes
-	}
-	return l
-}
-
 // The identity agents run as. A sandbox with a user namespace maps its ids
 // 0 to idMapSize-1 to the host's hostIDBase and up; its agent is agentID
 // inside, hostIDBase+agentID on the host. A sandbox without one runs its

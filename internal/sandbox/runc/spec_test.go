@@ -94,24 +94,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestWithDefaults(t *testing.T) {
-	def := DefaultLimits()
-	tests := []struct {
-		name string
-		in   sandbox.Limits
-		want sandbox.Limits
-	}{
-		{"all zero", sandbox.Limits{}, def},
-		{"all set", sandbox.Limits{MemoryBytes: 1, MilliCPUs: 2, Pids: 3, TmpBytes: 4}, sandbox.Limits{MemoryBytes: 1, MilliCPUs: 2, Pids: 3, TmpBytes: 4}},
-		{"memory only", sandbox.Limits{MemoryBytes: 64 << 20}, sandbox.Limits{MemoryBytes: 64 << 20, MilliCPUs: def.MilliCPUs, Pids: def.Pids, TmpBytes: def.TmpBytes}},
-	}
-	for _, tt := range tests {
-		if got := withDefaults(tt.in, def); got != tt.want {
-			t.Errorf("%s: withDefaults = %+v, want %+v", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestBuildSpec(t *testing.T) {
 	system := []specs.Mount{roBind("/usr", "/usr"), roBind("/etc/passwd", "/etc/passwd")}
 	base := bundle{
