@@ -14,8 +14,11 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"regexp"
+	"strings"
 )
 
 // Spec describes one sandbox to start.
@@ -81,6 +84,26 @@ type Spec struct {
 type User struct {
 	UID, GID       uint32
 	AdditionalGids []uint32
+}
+
+// idPattern is what Spec.ID allows.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Validate checks the fields of s every driver reads the same way: the ID,
+// the command line and the environment. Drivers check the rest.
+func (s Spec) Validate() error {
+	if !idPattern.MatchString(s.ID) || s.ID == "." || s.ID == ".." {
+		return fmt.Errorf("invalid id %q: want 1 to 64 characters of [A-Za-z0-9_.-]", s.ID)
+	}
+	if len(s.Args) == 0 || s.Args[0] == "" {
+		return errors.New("no command: args is empty")
+	}
+	for _, kv := range s.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("env entry %q: want KEY=value", kv)
+		}
+	}
+	return nil
 }
 
 // Limits are the resource limits of one sandbox. A zero field means the

@@ -320,23 +320,14 @@ func (d *Driver) observe(obj any, deleted bool) {
 }
 
 var (
-	idPattern         = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 	labelKeyPattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
 	labelValuePattern = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
 )
 
 // validate checks what a spec must satisfy for this driver.
 func validate(s sandbox.Spec) error {
-	if !idPattern.MatchString(s.ID) || s.ID == "." || s.ID == ".." {
-		return fmt.Errorf("invalid id %q: want 1 to 64 characters of [A-Za-z0-9_.-]", s.ID)
-	}
-	if len(s.Args) == 0 || s.Args[0] == "" {
-		return errors.New("no command: args is empty")
-	}
-	for _, kv := range s.Env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return fmt.Errorf("env entry %q: want KEY=value", kv)
-		}
+	if err := s.Validate(); err != nil {
+		return err
 	}
 	if len(s.RootLayers) > 0 {
 		return errors.New("root layers: the kubernetes driver runs container images by reference on the node, not from unpacked layers; not supported yet")

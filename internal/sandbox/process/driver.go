@@ -46,7 +46,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,9 +100,6 @@ func New(opts Options) (*Driver, error) {
 	}
 	return &Driver{opts: opts, log: opts.Logger, live: map[string]bool{}, ports: map[int]bool{}}, nil
 }
-
-// validID is what a sandbox ID may be.
-var validID = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // record is what the state directory holds about a running agent: enough to
 // find its process group again, and to tell it from a process that reused
@@ -202,11 +198,10 @@ func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbo
 
 // validate checks what the driver needs of a spec.
 func validate(spec sandbox.Spec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
 	switch {
-	case !validID.MatchString(spec.ID):
-		return errors.New("the id must be 1 to 64 of A-Z a-z 0-9 _ . -")
-	case len(spec.Args) == 0 || spec.Args[0] == "":
-		return errors.New("no command to run (Args is empty)")
 	case len(spec.RootLayers) > 0:
 		return errors.New("this driver runs code bundles on the host and cannot run container images (RootLayers): use the runc driver")
 	case spec.WorkDir != "" && !path.IsAbs(spec.WorkDir):

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,22 +45,11 @@ const (
 	gvisorTasks           = 128
 )
 
-// idPattern is what sandbox.Spec.ID allows.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
 // validate checks a spec before anything is created for it. It does not
 // touch the file system.
 func validate(s sandbox.Spec) error {
-	if !idPattern.MatchString(s.ID) || s.ID == "." || s.ID == ".." {
-		return fmt.Errorf("invalid id %q: want 1 to 64 characters of [A-Za-z0-9_.-]", s.ID)
-	}
-	if len(s.Args) == 0 || s.Args[0] == "" {
-		return fmt.Errorf("no command: args is empty")
-	}
-	for _, kv := range s.Env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return fmt.Errorf("env entry %q: want KEY=value", kv)
-		}
+	if err := s.Validate(); err != nil {
+		return err
 	}
 	if len(s.RootLayers) > 0 {
 		if err := validateImage(s); err != nil {
