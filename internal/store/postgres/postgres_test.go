@@ -86,51 +86,8 @@ func checkOrphans(t *testing.T, dsn string) {
 // database, as two Berth processes would: the writer lock keeps every
 // increment.
 func TestTwoStores(t *testing.T) {
-	ctx := t.Context()
 	dsn := pg().Database(t)
-	stores := []*postgres.Store{open(t, dsn), open(t, dsn)}
-	for _, s := range stores {
-		t.Cleanup(func() { s.Close() })
-	}
-	err := stores[0].Update(ctx, func(tx store.Tx) error {
-		return tx.CreateRuntime(ctx, store.Runtime{ID: "rt", Name: "rt"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const perStore = 25
-	var wg sync.WaitGroup
-	for _, s := range stores {
-		for range perStore {
-			wg.Go(func() {
-				err := s.Update(ctx, func(tx store.Tx) error {
-					r, err := tx.GetRuntime(ctx, "rt")
-					if err != nil {
-						return err
-					}
-					r.LatestVersion++
-					return tx.UpdateRuntime(ctx, r)
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	err = stores[1].View(ctx, func(tx store.Tx) error {
-		r, err := tx.GetRuntime(ctx, "rt")
-		if err != nil {
-			return err
-		}
-		if want := len(stores) * perStore; r.LatestVersion != want {
-			t.Errorf("counter is %d after %d increments", r.LatestVersion, want)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	storetest.TwoStores(t, func(t *testing.T) store.Store { return open(t, dsn) })
 }
 
 // TestConcurrentOpen opens several stores on an empty database at once, as

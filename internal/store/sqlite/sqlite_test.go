@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -188,51 +187,8 @@ func rawDB(t *testing.T, path string) *sql.DB {
 // file, as two processes would: BEGIN IMMEDIATE and the busy timeout keep
 // every transaction from failing with SQLITE_BUSY or losing a write.
 func TestTwoStores(t *testing.T) {
-	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "berth.db")
-	stores := []*sqlite.Store{open(t, path), open(t, path)}
-	for _, s := range stores {
-		t.Cleanup(func() { s.Close() })
-	}
-	err := stores[0].Update(ctx, func(tx store.Tx) error {
-		return tx.CreateRuntime(ctx, store.Runtime{ID: "rt", Name: "rt"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const perStore = 25
-	var wg sync.WaitGroup
-	for _, s := range stores {
-		for range perStore {
-			wg.Go(func() {
-				err := s.Update(ctx, func(tx store.Tx) error {
-					r, err := tx.GetRuntime(ctx, "rt")
-					if err != nil {
-						return err
-					}
-					r.LatestVersion++
-					return tx.UpdateRuntime(ctx, r)
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	err = stores[1].View(ctx, func(tx store.Tx) error {
-		r, err := tx.GetRuntime(ctx, "rt")
-		if err != nil {
-			return err
-		}
-		if want := len(stores) * perStore; r.LatestVersion != want {
-			t.Errorf("counter is %d after %d increments", r.LatestVersion, want)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	storetest.TwoStores(t, func(t *testing.T) store.Store { return open(t, path) })
 }
 
 // TestCrash kills, with SIGKILL, a process writing to the store, several
