@@ -443,6 +443,39 @@ func TestUnpackLimit(t *testing.T) {
 	}
 }
 
+// TestUnpackPathShape checks that a layer cannot make one header create
+// thousands of nested directories: paths have a depth and length limit, and
+// the directories a path implies count against the unpacked size.
+func TestUnpackPathShape(t *testing.T) {
+	needRoot(t)
+	deep := func(n int) string { return strings.Repeat("d/", n) + "f" }
+	tests := []struct {
+		name    string
+		files   []file
+		limit   int64
+		wantErr error
+	}{
+		{"deep but allowed", []file{{name: deep(maxDepth - 1), body: "x"}}, 0, nil},
+		{"too deep", []file{{name: deep(maxDepth), body: "x"}}, 0, ErrInvalid},
+		{"too long", []file{{name: strings.Repeat("n", maxPathLen+1), body: "x"}}, 0, ErrInvalid},
+		// 200 implied directories at 512 bytes each exceed 64 KiB; the
+		// entries themselves would not.
+		{"implied directories count", []file{{name: deep(200), body: "x"}}, 64 << 10, ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, Options{MaxUnpackedBytes: tt.limit})
+			_, err := s.Add(context.Background(), "test/shape", imageOf(t, goruntime.GOARCH, v1.Config{}, layerOf(t, tt.files...)))
+			if tt.wantErr == nil && err != nil {
+				t.Fatalf("err = %v, want none", err)
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 // TestOpenRemovesLeftovers checks that Open removes what a crash left half
 // done, and nothing else.
 func TestOpenRemovesLeftovers(t *testing.T) {

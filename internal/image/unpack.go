@@ -31,6 +31,14 @@ const maxID = 65535
 // nobody is the id files of larger owners get.
 const nobody = 65534
 
+// Limits on the shape of an entry's path. Real images stay far below them; a
+// crafted layer could otherwise make one short header create thousands of
+// nested directories, each walked again for every later entry.
+const (
+	maxPathLen = 4095 // PATH_MAX less the terminating NUL
+	maxDepth   = 256
+)
+
 // unpack extracts the uncompressed layer tar r into dir (an empty directory)
 // as an overlayfs lower layer, and checks that r's SHA-256 is diffID. See the
 // package doc for what is kept and what is not.
@@ -55,9 +63,8 @@ func unpack(ctx context.Context, dir string, r io.Reader, diffID v1.Hash, shift 
 			return fmt.Errorf("read layer: %w", err)
 		}
 		// Entries cost something on disk even when empty.
-		if !u.budget.take(max(hdr.Size, 0) + entryCost) {
-			return fmt.Errorf("the image unpacks to more than %s (4 times the compressed size limit, berth server --max-image-size): %w",
-				humanBytes(u.limit), ErrTooLarge)
+		if err := u.charge(max(hdr.Size, 0) + entryCost); err != nil {
+			return err
 		}
 		if err := u.entry(hdr, tr); err != nil {
 			return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
@@ -91,6 +98,15 @@ type unpacker struct {
 	limit  int64   // the budget's size, for messages
 }
 
+// charge counts n bytes against the image's unpacked size limit.
+func (u *unpacker) charge(n int64) error {
+	if !u.budget.take(n) {
+		return fmt.Errorf("the image unpacks to more than %s (4 times the compressed size limit, berth server --max-image-size): %w",
+			humanBytes(u.limit), ErrTooLarge)
+	}
+	return nil
+}
+
 // owner returns the host id that image id maps to.
 func (u *unpacker) owner(id int) int {
 	if id < 0 || id > maxID {
@@ -104,6 +120,9 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	name := path.Clean("/" + hdr.Name)[1:]
 	if name == "" {
 		return nil // the layer's root: its directory exists
+	}
+	if len(name) > maxPathLen || strings.Count(name, "/") >= maxDepth {
+		return fmt.Errorf("path is longer than %d bytes or deeper than %d directories: %w", maxPathLen, maxDepth, ErrInvalid)
 	}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")
@@ -230,6 +249,10 @@ func (u *unpacker) mkdirAll(dir string) error {
 		return err
 	}
 	if err := u.mkdirAll(path.Dir(dir)); err != nil {
+		return err
+	}
+	// A directory the layer implies costs as much as one it lists.
+	if err := u.charge(entryCost); err != nil {
 		return err
 	}
 	if err := u.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
