@@ -145,10 +145,14 @@ type sessionView struct {
 	LogDirectory string    `json:"logDirectory"`
 	MemoryBytes  int64     `json:"memoryBytes"`
 	CPUSeconds   float64   `json:"cpuSeconds"`
+	Replica      string    `json:"replica,omitempty"` // the replica that owns it, when several share sessions
 }
 
 func (s *Server) listSessions(r *http.Request) (int, any, error) {
-	infos := s.sessions.List(r.URL.Query().Get("runtimeId"))
+	infos, err := s.sessions.ListAll(r.Context(), r.URL.Query().Get("runtimeId"))
+	if err != nil {
+		return 0, nil, err
+	}
 	now := time.Now()
 	out := make([]sessionView, 0, len(infos))
 	for _, in := range infos {
@@ -159,7 +163,8 @@ func (s *Server) listSessions(r *http.Request) (int, any, error) {
 		out = append(out, sessionView{RuntimeID: in.RuntimeID, RuntimeArn: s.control.RuntimeARN(in.RuntimeID),
 			SessionID: in.SessionID, Version: versionString(in.Version), State: in.State, CreatedAt: in.CreatedAt.UTC(),
 			LastUsedAt: in.LastUsed.UTC(), AgeSeconds: now.Sub(in.CreatedAt).Seconds(), IdleSeconds: idle,
-			Inflight: in.Inflight, LogDirectory: in.LogDir, MemoryBytes: in.MemoryBytes, CPUSeconds: in.CPUSeconds})
+			Inflight: in.Inflight, LogDirectory: in.LogDir, MemoryBytes: in.MemoryBytes, CPUSeconds: in.CPUSeconds,
+			Replica: in.Replica})
 	}
 	slices.SortFunc(out, func(a, b sessionView) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return http.StatusOK, map[string]any{"sessions": out}, nil

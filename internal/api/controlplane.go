@@ -344,7 +344,9 @@ func (s *Server) deleteRuntime(r *http.Request, id string) (int, any, error) {
 		return 0, nil, err
 	}
 	if version == 0 {
-		s.sessions.StopRuntime(r.Context(), id)
+		if err := s.sessions.StopRuntime(r.Context(), id); err != nil {
+			s.log.Warn("stop the sessions of a deleted runtime", "runtime", id, "err", err)
+		}
 		// Its sessions' logs go with it (id is a real runtime's ID, so a
 		// plain path element).
 		if err := os.RemoveAll(filepath.Join(s.opts.LogDir, id)); err != nil {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Spec describes one sandbox to start.
@@ -172,6 +173,34 @@ type Driver interface {
 	// (after a crash or a kill), so no process, mount or cgroup is leaked.
 	Cleanup(ctx context.Context) error
 }
+
+// Shared is implemented by drivers whose sandboxes outlive the Berth process
+// that started them and can be reached from every replica of Berth that
+// shares the driver's cluster (kubernetes). Replicas use it to serve each
+// other's sessions and to take them over when a replica dies.
+type Shared interface {
+	// Attach returns the live sandbox id, whoever started it, once its
+	// agent runs. Its agent's output is not copied: it goes where the
+	// starter's Spec said. ErrNotFound if there is no such sandbox or its
+	// agent has exited.
+	Attach(ctx context.Context, id string) (Sandbox, error)
+	// List returns every live sandbox of the driver's owner, whoever
+	// started it.
+	List(ctx context.Context) ([]Listing, error)
+	// Remove stops the sandbox id, whoever started it, and waits until it
+	// is gone. A sandbox that does not exist is no error.
+	Remove(ctx context.Context, id string) error
+}
+
+// Listing describes a live sandbox of a Shared driver.
+type Listing struct {
+	ID      string
+	Labels  map[string]string // the Spec's labels
+	Created time.Time
+}
+
+// ErrNotFound reports that no live sandbox has the given id.
+var ErrNotFound = errors.New("sandbox not found")
 
 // ErrUnavailable reports that a driver cannot run on this host (for example,
 // its OCI runtime is not installed or Berth is not root).

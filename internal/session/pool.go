@@ -133,6 +133,7 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		p.claimed++
 		now := time.Now()
 		s.ID = k.sessionID
+		s.claimed = true
 		s.CreatedAt = now
 		s.lastUsed.Store(now.UnixNano())
 		m.wg.Add(1)

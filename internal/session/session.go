@@ -15,11 +15,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,6 +99,20 @@ type Options struct {
 	// for the agent), as children of the call that caused them.
 	Tracer trace.Tracer
 	Logger *slog.Logger
+
+	// Registry, if set and the driver is sandbox.Shared, shares sessions
+	// with the other replicas of Berth that use the same registry (see
+	// Record). Targets then says what sessions taken over from a dead
+	// replica run.
+	Registry Registry
+	Targets  Targets
+	// Replica is this replica's id, made of [A-Za-z0-9_.-]; empty means
+	// a random one.
+	Replica string
+	// Lease is how long a replica owns its sessions' lifecycle without
+	// renewing its claim (heartbeats come thrice as often); zero means 15
+	// seconds. It is also how long a dead replica's sessions go unowned.
+	Lease time.Duration
 }
 
 // Observer learns of sessions starting and ending, for metrics.
@@ -130,6 +144,14 @@ type Manager struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// With a registry: the shared list of sessions, the driver as a
+	// shared one, and until when this replica's leases are known to hold
+	// (unix nanoseconds), so that a replica cut off from the registry
+	// stops ending sessions that others may have taken over.
+	reg          Registry
+	driverShared sandbox.Shared
+	leaseUntil   atomic.Int64
 }
 
 type key struct{ runtimeID, sessionID string }
@@ -157,6 +179,19 @@ type Session struct {
 	cancel context.CancelFunc
 	// caller is the trace context of the call that started the session.
 	caller trace.SpanContext
+
+	// sandboxID is the id of the session's sandbox.
+	sandboxID string
+	// owned says this replica owns the session's lifecycle: always,
+	// without a registry.
+	owned atomic.Bool
+	// reported is the last use reported to the registry (unix nanoseconds).
+	reported atomic.Int64
+	// claimed says the session started from a warm sandbox; with a
+	// registry, its first call registers it (regOnce, regErr).
+	claimed bool
+	regOnce sync.Once
+	regErr  error
 
 	// refill, for a session claimed from a warm pool, asks for the pool
 	// to be refilled; the first Release calls it.
@@ -190,9 +225,20 @@ func New(driver sandbox.Driver, opts Options) *Manager {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	if opts.Replica == "" {
+		opts.Replica = strings.ToLower(rand.Text()[:12])
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 15 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{driver: driver, opts: opts, log: opts.Logger, sessions: map[key]*Session{}, pools: map[poolKey]*pool{},
 		poolWake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	if shared, ok := driver.(sandbox.Shared); ok && opts.Registry != nil {
+		m.reg, m.driverShared = opts.Registry, shared
+		m.wg.Add(1)
+		go m.heartbeat()
+	}
 	m.wg.Add(2)
 	go m.reap()
 	go m.fillPools()
@@ -204,6 +250,7 @@ func New(driver sandbox.Driver, opts Options) *Manager {
 // must call Release when its call is done.
 func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *Target) (*Session, error) {
 	k := key{runtimeID, sessionID}
+	claim := true // false once another replica turned out to have the session
 	for {
 		m.mu.Lock()
 		if m.closed {
@@ -211,7 +258,7 @@ func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *T
 			return nil, ErrClosed
 		}
 		s := m.sessions[k]
-		if s == nil {
+		if s == nil && claim {
 			s = m.claim(k, t)
 		}
 		if s != nil {
@@ -246,6 +293,21 @@ func (m *Manager) Acquire(ctx context.Context, runtimeID, sessionID string, t *T
 			s.Release()
 			return nil, s.startErr
 		}
+		if s.claimed && m.shared() {
+			s.regOnce.Do(func() { s.regErr = m.register(ctx, s) })
+			if s.regErr != nil {
+				s.Release()
+				if !errors.Is(s.regErr, ErrRegistered) {
+					return nil, s.regErr
+				}
+				// Another replica started the session meanwhile: give
+				// the warm sandbox back and attach to that one.
+				m.remove(s)
+				go m.discard([]*Session{s})
+				claim = false
+				continue
+			}
+		}
 		if s.ended.Load() {
 			// It ended between lookup and now; start a fresh one.
 			s.Release()
@@ -261,8 +323,9 @@ func (m *Manager) newSession(k key, t *Target) *Session {
 	now := time.Now()
 	s := &Session{RuntimeID: k.runtimeID, ID: k.sessionID, Version: t.Version, CreatedAt: now,
 		LogDir: filepath.Join(m.opts.LogDir, k.runtimeID, logName(k.sessionID)),
-		target: *t, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
+		target: *t, ready: make(chan struct{}), ctx: ctx, cancel: cancel, sandboxID: "berth-" + rand.Text()[:20]}
 	s.lastUsed.Store(now.UnixNano())
+	s.owned.Store(!m.shared())
 	return s
 }
 
@@ -270,7 +333,14 @@ func (m *Manager) newSession(k key, t *Target) *Session {
 func (m *Manager) start(s *Session) {
 	log := m.log.With("runtime", s.RuntimeID, "session", s.ID)
 	begin := time.Now()
-	err := m.traced(s, "sandbox.create", m.startSandbox)
+	var attached bool
+	var err error
+	if m.shared() {
+		attached, err = m.attachOrRegister(s)
+	}
+	if err == nil && !attached {
+		err = m.traced(s, "sandbox.create", m.startSandbox)
+	}
 	created := time.Now()
 	if err == nil {
 		err = m.traced(s, "agent.ready", m.waitReady)
@@ -278,10 +348,21 @@ func (m *Manager) start(s *Session) {
 	if err != nil {
 		s.startErr = err
 		m.remove(s)
-		m.stopSandbox(s)
+		if s.owned.Load() {
+			if m.shared() {
+				m.unregister(s)
+			}
+			m.stopSandbox(s)
+		}
 		s.cancel()
 		close(s.ready)
 		log.Warn("session failed to start", "err", err)
+		return
+	}
+	if attached {
+		m.watch(s)
+		close(s.ready)
+		log.Info("session attached", "sandbox", s.sandboxID, "owned", s.owned.Load())
 		return
 	}
 	// The watch starts before ready is closed, so that Close, which waits
@@ -316,7 +397,9 @@ func (m *Manager) watch(s *Session) {
 		defer m.wg.Done()
 		select {
 		case <-s.sb.Done():
-			m.log.Warn("agent exited", "runtime", s.RuntimeID, "session", s.ID, "err", s.sb.Err())
+			if s.owned.Load() {
+				m.log.Warn("agent exited", "runtime", s.RuntimeID, "session", s.ID, "err", s.sb.Err())
+			}
 			m.end(s, EndCrashed)
 		case <-s.ctx.Done():
 		}
@@ -345,20 +428,20 @@ func (m *Manager) startSandbox(s *Session) error {
 	defer stderr.Close()
 
 	t := s.target
+	labels := map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version), "session": s.ID}
+	if m.shared() {
+		labels[LabelReplica] = m.opts.Replica
+	}
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
-		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
+		ID: s.sandboxID, Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
 		RootLayers: t.RootLayers, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
-		Labels: map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version), "session": s.ID},
-		Stdout: stdout, Stderr: stderr,
+		Labels: labels, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
 	}
 	s.sb = sb
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
-	s.transport = newAgentTransport(func(ctx context.Context) (net.Conn, error) {
-		return sb.DialContext(ctx, "tcp", addr)
-	})
+	s.transport = transportTo(sb, t.Port)
 	return nil
 }
 
@@ -452,6 +535,8 @@ type Info struct {
 	// Resource use of the session's sandbox, if its driver reports it.
 	MemoryBytes int64
 	CPUSeconds  float64
+	// Replica is the replica that owns the session, with a registry.
+	Replica string
 }
 
 // Info returns a snapshot of the session.
@@ -472,17 +557,46 @@ func (s *Session) Info() Info {
 	return in
 }
 
-// List returns the live sessions, of one runtime if runtimeID is not empty.
+// List returns the sessions live in this process, of one runtime if
+// runtimeID is not empty.
 func (m *Manager) List(runtimeID string) []Info {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]Info, 0, len(m.sessions))
 	for k, s := range m.sessions {
 		if runtimeID == "" || k.runtimeID == runtimeID {
-			out = append(out, s.Info())
+			in := s.Info()
+			if m.shared() && s.owned.Load() {
+				in.Replica = m.opts.Replica
+			}
+			out = append(out, in)
 		}
 	}
 	return out
+}
+
+// ListAll is List and, with a registry, the sessions that only other
+// replicas serve, as far as the registry describes them.
+func (m *Manager) ListAll(ctx context.Context, runtimeID string) ([]Info, error) {
+	out := m.List(runtimeID)
+	if !m.shared() {
+		return out, nil
+	}
+	local := make(map[key]bool, len(out))
+	for _, in := range out {
+		local[key{in.RuntimeID, in.SessionID}] = true
+	}
+	recs, err := m.reg.List(ctx, runtimeID)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	for _, r := range recs {
+		if !local[key{r.RuntimeID, r.SessionID}] {
+			out = append(out, Info{RuntimeID: r.RuntimeID, SessionID: r.SessionID, Version: r.Version, State: StateReady,
+				CreatedAt: r.CreatedAt, LastUsed: r.LastUsed, Replica: r.Owner})
+		}
+	}
+	return out, nil
 }
 
 // Stop ends a session, also ending any call in flight on it, and returns
@@ -491,6 +605,21 @@ func (m *Manager) Stop(ctx context.Context, runtimeID, sessionID string) error {
 	m.mu.Lock()
 	s := m.sessions[key{runtimeID, sessionID}]
 	m.mu.Unlock()
+	if s == nil && m.shared() {
+		// Another replica's session: end it for that replica, which
+		// notices its sandbox going.
+		rec, err := m.reg.Get(ctx, runtimeID, sessionID)
+		if err != nil {
+			return fmt.Errorf("session %s of runtime %s: %w", sessionID, runtimeID, err)
+		}
+		if err := m.reg.Delete(ctx, runtimeID, sessionID, rec.SandboxID); err != nil {
+			return fmt.Errorf("session %s of runtime %s: %w", sessionID, runtimeID, err)
+		}
+		if err := m.driverShared.Remove(ctx, rec.SandboxID); err != nil {
+			return fmt.Errorf("stop session %s of runtime %s: %w", sessionID, runtimeID, err)
+		}
+		return nil
+	}
 	if s == nil {
 		return fmt.Errorf("session %s of runtime %s: %w", sessionID, runtimeID, ErrNotFound)
 	}
@@ -507,10 +636,12 @@ func (m *Manager) Stop(ctx context.Context, runtimeID, sessionID string) error {
 }
 
 // StopRuntime ends every session of a runtime.
-func (m *Manager) StopRuntime(ctx context.Context, runtimeID string) {
-	for _, in := range m.List(runtimeID) {
+func (m *Manager) StopRuntime(ctx context.Context, runtimeID string) error {
+	infos, err := m.ListAll(ctx, runtimeID)
+	for _, in := range infos {
 		_ = m.Stop(ctx, runtimeID, in.SessionID)
 	}
+	return err
 }
 
 // end removes a session and destroys its sandbox. Only the first call for a
@@ -520,8 +651,19 @@ func (m *Manager) end(s *Session, reason string) {
 		return
 	}
 	m.remove(s)
-	m.opts.Observer.SessionEnded(s.RuntimeID, reason)
 	s.cancel()
+	if !s.owned.Load() && reason != EndStopped {
+		// Another replica's session, which that replica ends: here it is
+		// only forgotten.
+		if s.transport != nil {
+			s.transport.CloseIdleConnections()
+		}
+		return
+	}
+	m.opts.Observer.SessionEnded(s.RuntimeID, reason)
+	if m.shared() {
+		m.unregister(s)
+	}
 	m.stopSandbox(s)
 	m.log.Info("session ended", "runtime", s.RuntimeID, "session", s.ID, "reason", reason,
 		"age", time.Since(s.CreatedAt).Round(time.Millisecond))
@@ -569,13 +711,14 @@ func (m *Manager) reap() {
 
 func (m *Manager) reapOnce() {
 	now := time.Now()
+	if m.shared() && now.UnixNano() >= m.leaseUntil.Load() {
+		return // the leases may have passed to other replicas
+	}
 	m.mu.Lock()
 	var candidates []*Session
 	for _, s := range m.sessions {
-		select {
-		case <-s.ready:
+		if isReady(s) && s.owned.Load() { // not starting, nor another replica's
 			candidates = append(candidates, s)
-		default: // still starting
 		}
 	}
 	m.mu.Unlock()
@@ -593,8 +736,11 @@ func (m *Manager) reapOnce() {
 		// Idle by traffic: the agent may still be working in the background.
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+			defer cancel()
+			if m.shared() && m.usedElsewhere(ctx, s, now) {
+				return
+			}
 			status, err := s.ping(ctx)
-			cancel()
 			if err == nil && status == "HealthyBusy" {
 				s.lastBusy.Store(time.Now().UnixNano())
 				return
@@ -615,6 +761,19 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.cancel()
+	if m.shared() {
+		// The sessions live on: other replicas (or this one's successor)
+		// take them over.
+		m.wg.Wait()
+		m.handOver()
+		for _, s := range all {
+			<-s.ready
+			s.owned.Store(false)
+			m.end(s, EndShutdown)
+		}
+		m.closePools()
+		return
+	}
 	var wg sync.WaitGroup
 	for _, s := range all {
 		wg.Go(func() {

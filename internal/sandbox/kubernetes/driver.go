@@ -314,8 +314,13 @@ func (d *Driver) observe(obj any, deleted bool) {
 	d.mu.Lock()
 	sb := d.sandboxes[pod.Name]
 	d.mu.Unlock()
-	if sb != nil && (sb.uid == "" || sb.uid == pod.UID) {
+	if sb != nil && sb.uidIs(pod.UID) {
 		sb.observe(pod, deleted)
+		if deleted {
+			// Also the sandboxes nobody will Stop: those attached to
+			// by a replica that does not own their session.
+			d.forget(sb)
+		}
 	}
 }
 
