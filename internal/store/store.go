@@ -1,6 +1,7 @@
 // Package store defines Berth's durable state: agent runtimes, their
 // immutable versions, their endpoints and the idempotency records of the
-// control plane.
+// control plane, and the registry of live sessions that the replicas of
+// Berth share.
 //
 // Backends (sqlite, the embedded default, and postgres) implement Store in
 // sub-packages and pass the conformance suite in storetest. The store knows nothing of the
@@ -11,6 +12,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -36,6 +38,8 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 	// Close releases the store.
 	Close() error
+
+	Sessions
 }
 
 // Tx is one transaction. Its methods must not be used after the function
@@ -45,7 +49,8 @@ type Tx interface {
 	GetRuntime(ctx context.Context, id string) (Runtime, error)
 	GetRuntimeByName(ctx context.Context, name string) (Runtime, error)
 	UpdateRuntime(ctx context.Context, r Runtime) error // replaces the record with r.ID; ErrNotFound
-	// DeleteRuntime removes the runtime and all its versions and endpoints.
+	// DeleteRuntime removes the runtime and all its versions and endpoints,
+	// and the records of its sessions.
 	DeleteRuntime(ctx context.Context, id string) error
 	// ListRuntimes returns up to limit runtimes ordered by ID, starting after
 	// the ID afterID ("" for the first page).
@@ -126,4 +131,81 @@ type Idempotency struct {
 	RequestHash string // hash of the request's parameters
 	Result      []byte // the encoded result
 	CreatedAt   time.Time
+}
+
+// Session records a live session: where its sandbox runs and which replica owns its lifecycle.
+type Session struct {
+	RuntimeID  string
+	SessionID  string
+	Version    int       // the runtime version the session runs; 1 or more
+	SandboxID  string    // the sandbox driver's id of the session's sandbox
+	Owner      string    // id of the replica that owns the session's lifecycle
+	LeaseUntil time.Time // the owner's claim ends then unless renewed
+	CreatedAt  time.Time
+	LastUsed   time.Time // the latest time any replica reported a call on the session
+}
+
+// SessionKey names a session.
+type SessionKey struct{ RuntimeID, SessionID string }
+
+// Touch reports that a session was in use at At.
+type Touch struct {
+	SessionKey
+	At time.Time
+}
+
+// Sessions is the registry of live sessions shared by the replicas of Berth. Each method is one atomic operation
+// of its own, outside Update and View, and does not wait for their writer lock: the registry is written on the
+// invocation path and by every replica's heartbeat.
+//
+// Times keep the precision of the backend's other timestamps (nanoseconds in SQLite, microseconds in PostgreSQL,
+// which drops the rest), and every comparison the registry makes is exact at that precision. A session's record
+// does not need its runtime to exist; DeleteRuntime removes the records of the runtime's sessions.
+type Sessions interface {
+	// CreateSession adds s; ErrExists if the session already has a record. RuntimeID, SessionID, SandboxID and
+	// Owner must not be empty, and Version must be 1 or more.
+	CreateSession(ctx context.Context, s Session) error
+	// GetSession returns a session's record, or ErrNotFound.
+	GetSession(ctx context.Context, runtimeID, sessionID string) (Session, error)
+	// ListSessions returns every record, or those of one runtime when runtimeID is not empty, ordered by
+	// runtime and session id.
+	ListSessions(ctx context.Context, runtimeID string) ([]Session, error)
+	// DeleteSession removes a session's record if it names sandboxID, so that a replica acting on stale
+	// knowledge cannot remove the record of a newer sandbox; ErrNotFound if there is no such record.
+	DeleteSession(ctx context.Context, runtimeID, sessionID, sandboxID string) error
+	// TouchSessions raises each named session's LastUsed to its At, never lowering it; unknown sessions are
+	// skipped, and of several touches of one session the latest counts. One round trip for the whole slice
+	// (it is called with hundreds of entries).
+	TouchSessions(ctx context.Context, touches []Touch) error
+	// Heartbeat records replica as live until until, extends to until the lease of every session it owns,
+	// and returns the keys of those sessions (so a replica learns which ones it no longer owns), ordered by
+	// runtime and session id. The lease is set to until, not raised to it: a replica that stops can hand its
+	// sessions over at once by a last Heartbeat with a time already past. Heartbeat may forget replicas whose
+	// heartbeat ended long before until.
+	Heartbeat(ctx context.Context, replica string, until time.Time) ([]SessionKey, error)
+	// TakeOver makes replica the owner, until until, of every session whose lease ended before now, and
+	// returns their records as updated, ordered by runtime and session id. Two replicas taking over at once
+	// never get the same session. A session that another call is writing at that moment may be left for the
+	// next TakeOver rather than waited for.
+	TakeOver(ctx context.Context, replica string, now, until time.Time) ([]Session, error)
+	// LiveReplicas returns the ids of the replicas whose heartbeat lasts beyond now, in order.
+	LiveReplicas(ctx context.Context, now time.Time) ([]string, error)
+}
+
+// Validate checks the fields of a session record that CreateSession requires, and names the first one at
+// fault.
+func (s Session) Validate() error {
+	switch {
+	case s.RuntimeID == "":
+		return errors.New("session: RuntimeID must not be empty")
+	case s.SessionID == "":
+		return errors.New("session: SessionID must not be empty")
+	case s.SandboxID == "":
+		return errors.New("session: SandboxID must not be empty")
+	case s.Owner == "":
+		return errors.New("session: Owner must not be empty")
+	case s.Version < 1:
+		return fmt.Errorf("session: Version %d must be 1 or more", s.Version)
+	}
+	return nil
 }

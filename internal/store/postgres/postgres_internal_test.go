@@ -145,10 +145,10 @@ func TestEmbeddedMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	migrations, tables := schema(t, pool)
-	if want := "endpoints,idempotency,runtimes,versions"; tables != want {
+	if want := "endpoints,idempotency,replicas,runtimes,sessions,versions"; tables != want {
 		t.Errorf("tables %q, want %q", tables, want)
 	}
-	if want := "1:0001_init.sql"; migrations != want {
+	if want := "1:0001_init.sql,2:0002_sessions.sql"; migrations != want {
 		t.Errorf("migrations %q, want %q", migrations, want)
 	}
 }

@@ -115,8 +115,8 @@ func TestConcurrentOpen(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if got := migrationRows(t, dsn); got != "1:0001_init.sql" {
-		t.Errorf("schema_migrations holds %q, want one row for 0001", got)
+	if got := migrationRows(t, dsn); got != "1:0001_init.sql,2:0002_sessions.sql" {
+		t.Errorf("schema_migrations holds %q, want one row for each migration", got)
 	}
 }
 

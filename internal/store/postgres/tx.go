@@ -259,8 +259,16 @@ func (t *tx) UpdateRuntime(ctx context.Context, r store.Runtime) error {
 }
 
 func (t *tx) DeleteRuntime(ctx context.Context, id string) error {
-	// The foreign keys' ON DELETE CASCADE removes versions and endpoints.
-	if err := t.execOne(ctx, `DELETE FROM runtimes WHERE id = $1`, id); err != nil {
+	// The foreign keys' ON DELETE CASCADE removes versions and endpoints;
+	// session records have no foreign key (see migration 0002), so the
+	// statement removes them too, locking them in key order as the
+	// registry's statements do (see sessions.go).
+	if err := t.execOne(ctx, `WITH l AS (
+			SELECT session_id FROM sessions WHERE runtime_id = $1 ORDER BY session_id FOR UPDATE
+		), s AS (
+			DELETE FROM sessions USING l WHERE sessions.runtime_id = $1 AND sessions.session_id = l.session_id
+		)
+		DELETE FROM runtimes WHERE id = $1`, id); err != nil {
 		return fmt.Errorf("delete runtime %q: %w", id, err)
 	}
 	return nil

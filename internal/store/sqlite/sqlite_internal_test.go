@@ -128,11 +128,11 @@ func TestEmbeddedMigrations(t *testing.T) {
 	if err := migrate(t.Context(), db, migrationFS()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := tables(t, db), "endpoints,idempotency,runtimes,versions"; got != want {
+	if got, want := tables(t, db), "endpoints,idempotency,replicas,runtimes,sessions,versions"; got != want {
 		t.Errorf("tables %q, want %q", got, want)
 	}
-	if got := userVersion(t, db); got != 1 {
-		t.Errorf("schema version %d, want 1", got)
+	if got := userVersion(t, db); got != 2 {
+		t.Errorf("schema version %d, want 2", got)
 	}
 }
 

@@ -129,7 +129,11 @@ func (t *tx) UpdateRuntime(ctx context.Context, r store.Runtime) error {
 }
 
 func (t *tx) DeleteRuntime(ctx context.Context, id string) error {
-	// The foreign keys' ON DELETE CASCADE removes versions and endpoints.
+	// The foreign keys' ON DELETE CASCADE removes versions and endpoints;
+	// session records have no foreign key (see migration 0002).
+	if err := t.exec(ctx, `DELETE FROM sessions WHERE runtime_id = ?`, id); err != nil {
+		return fmt.Errorf("delete runtime %q: delete its sessions: %w", id, err)
+	}
 	if err := t.execOne(ctx, `DELETE FROM runtimes WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete runtime %q: %w", id, err)
 	}

@@ -60,6 +60,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ViewReadOnly", testViewReadOnly},
 		{"ViewIsolation", testViewIsolation},
 		{"ConcurrentUpdates", testConcurrentUpdates},
+		{"SessionsCreate", testSessionsCreate},
+		{"SessionsTimes", testSessionsTimes},
+		{"SessionsList", testSessionsList},
+		{"SessionsDelete", testSessionsDelete},
+		{"SessionsTouch", testSessionsTouch},
+		{"SessionsHeartbeat", testSessionsHeartbeat},
+		{"SessionsTakeOver", testSessionsTakeOver},
+		{"SessionsTakeOverConcurrent", testSessionsTakeOverConcurrent},
+		{"SessionsLiveReplicas", testSessionsLiveReplicas},
+		{"SessionsDeleteRuntime", testSessionsDeleteRuntime},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
