@@ -31,7 +31,7 @@ func (k *kubeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.driver, "driver", envOr("BERTH_DRIVER", "oci"), "what runs sandboxes: oci (runc, crun or runsc on this host) or kubernetes (one pod per session) (env BERTH_DRIVER)")
 	f.StringVar(&k.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster for --driver kubernetes; empty means the in-cluster configuration (env KUBECONFIG)")
 	f.StringVar(&k.namespace, "namespace", envOr("BERTH_NAMESPACE", "berth-sandboxes"), "namespace of the sandboxes' pods (env BERTH_NAMESPACE)")
-	f.StringVar(&k.owner, "kube-owner", "berth", "value of the berth.run/owner label of this server's pods; on start the server deletes pods of its owner it does not know")
+	f.StringVar(&k.owner, "kube-owner", "berth", "value of the berth.run/owner label of this server's pods, shared by replicas of one Berth; pods of this owner that no session in the store and no live replica accounts for are deleted")
 	f.StringVar(&k.image, "kube-image", kubernetes.DefaultImage, "base image of the sandboxes' pods (needs sh, wget and tar to fetch code bundles)")
 	f.StringVar(&k.runtimeClass, "kube-runtime-class", "", "RuntimeClass of the sandboxes' pods (e.g. gvisor or kata)")
 	f.StringVar(&k.seccomp, "kube-seccomp-profile", "", "Localhost seccomp profile of the pods, below the kubelet's seccomp directory, e.g. berth/default.json holding the output of berth kube-seccomp-profile; empty means the runtime's default")

@@ -108,6 +108,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 		"IPv4 range from which each networked sandbox gets a /30 (its address and its gateway); must not overlap the host's networks (env BERTH_SANDBOX_NETWORK)")
 	f.StringVar(&dns, "sandbox-dns", envOr("BERTH_SANDBOX_DNS", ""),
 		"comma-separated name servers for networked sandboxes' /etc/resolv.conf; default: the host's, less loopback ones (env BERTH_SANDBOX_DNS)")
+	f.StringVar(&cfg.Replica, "replica", envOr("BERTH_REPLICA", ""), "id of this replica among servers sharing one store and one --driver kubernetes namespace; default: the host name and a random suffix (env BERTH_REPLICA)")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
 	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")
 	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")

@@ -109,6 +109,33 @@ func (s *Service) Resolve(ctx context.Context, runtimeID, qualifier string) (*De
 	return d, nil
 }
 
+// Version returns the deployment of one version of a runtime, which must be
+// ready, whether or not an endpoint serves it (a live session may outlast
+// its endpoint's move to another version).
+func (s *Service) Version(ctx context.Context, runtimeID string, version int) (*Deployment, error) {
+	var d *Deployment
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		r, err := s.getRuntime(ctx, tx, runtimeID)
+		if err != nil {
+			return err
+		}
+		v, err := s.getVersion(ctx, tx, runtimeID, version)
+		if err != nil {
+			return err
+		}
+		if v.Status != StatusReady {
+			return fmt.Errorf("agent runtime %s version %d is %s: %w", runtimeID, version, v.Status, ErrNotReady)
+		}
+		view, err := s.runtimeView(r, v)
+		if err != nil {
+			return err
+		}
+		d, err = s.deployment(ctx, view, v.Artifact)
+		return err
+	})
+	return d, err
+}
+
 // deployment builds the Deployment of a prepared version.
 func (s *Service) deployment(ctx context.Context, rt Runtime, artifact string) (*Deployment, error) {
 	c := rt.Config

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -94,6 +95,12 @@ type Config struct {
 	// or allowlist fail to deploy. Without it, PUBLIC runtimes get
 	// outbound access unless they set BERTH_NETWORK (see control).
 	NoOutbound bool
+	// Replica names this replica of Berth among those sharing one store
+	// and one Kubernetes namespace (made of [A-Za-z0-9_.-]); empty means
+	// the host name and a random suffix. It matters only with a driver
+	// whose sandboxes any replica can reach (kubernetes): sessions are
+	// then recorded in the store and shared (see session.Registry).
+	Replica string
 	// MaxSessions caps live sessions.
 	MaxSessions int
 	// SessionLimits bound each session's sandbox.
@@ -209,8 +216,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		driver, checkOCIRuntime = runtimes, runtimes.Check
 	}
-	if err := driver.Cleanup(ctx); err != nil {
-		return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
+	// Sandboxes that outlive Berth belong to sessions in the store, which
+	// this replica or another may serve: Reconcile, below, removes only
+	// those no session or live replica accounts for.
+	_, shared := driver.(sandbox.Shared)
+	if !shared {
+		if err := driver.Cleanup(ctx); err != nil {
+			return nil, fmt.Errorf("clean up sandboxes of an earlier run: %w", err)
+		}
 	}
 
 	// Container images run in the OCI-runtime driver only, and unpacking
@@ -256,10 +269,18 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("session log directory: %w", err)
 	}
 	metrics := telemetry.NewMetrics()
-	s.sessions = session.New(driver, session.Options{
+	sessOpts := session.Options{
 		MaxSessions: cfg.MaxSessions, ReadyTimeout: cfg.ReadyTimeout, ReapInterval: cfg.ReapInterval,
 		LogDir: logDir, Observer: metrics, Tracer: tracer, Logger: cfg.Logger,
-	})
+	}
+	if shared {
+		replica := cfg.Replica
+		if replica == "" {
+			replica = defaultReplica()
+		}
+		sessOpts.Registry, sessOpts.Targets, sessOpts.Replica = registry{st}, targets{ctl, cfg.SessionLimits}, replica
+	}
+	s.sessions = session.New(driver, sessOpts)
 	metrics.ObserveSessions(func() []telemetry.SessionSample {
 		var out []telemetry.SessionSample
 		for _, in := range s.sessions.List("") {
@@ -275,6 +296,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return out
 	})
 	s.closers = append(s.closers, s.sessions.Close)
+	if err := s.sessions.Reconcile(ctx); err != nil {
+		return nil, fmt.Errorf("reconcile the sandboxes of earlier runs: %w", err)
+	}
 
 	var verifier *auth.Verifier
 	if cfg.Auth {
@@ -531,4 +555,20 @@ func openStore(ctx context.Context, cfg Config) (store.Store, string, error) {
 		}
 	}
 	return st, "sqlite " + path, nil
+}
+
+// defaultReplica is a replica id unique to this process: the host name (a
+// pod's name, in Kubernetes) and a random suffix.
+func defaultReplica() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r == '-' || r == '.' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return -1
+	}, host)
+	if host == "" {
+		host = "berth"
+	}
+	return host[:min(len(host), 40)] + "-" + strings.ToLower(rand.Text()[:8])
 }
