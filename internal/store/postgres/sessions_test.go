@@ -28,6 +28,13 @@ func TestTwoStoresTakeOver(t *testing.T) {
 	storetest.TwoStoresTakeOver(t, func(t *testing.T) store.Store { return openStore(t, dsn) })
 }
 
+// TestHeartbeatPrunes checks that Heartbeat forgets replicas long gone.
+func TestHeartbeatPrunes(t *testing.T) {
+	s := openStore(t, testPG.Database(t))
+	defer s.Close()
+	storetest.HeartbeatPrunes(t, s, replicaRetention)
+}
+
 func BenchmarkSessions(b *testing.B) {
 	storetest.BenchSessions(b, func(b *testing.B) store.Store {
 		return openStore(b, testPG.Database(b))

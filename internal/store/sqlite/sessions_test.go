@@ -27,6 +27,13 @@ func TestTwoStoresTakeOver(t *testing.T) {
 	storetest.TwoStoresTakeOver(t, func(t *testing.T) store.Store { return openStore(t, path) })
 }
 
+// TestHeartbeatPrunes checks that Heartbeat forgets replicas long gone.
+func TestHeartbeatPrunes(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "berth.db"))
+	defer s.Close()
+	storetest.HeartbeatPrunes(t, s, replicaRetention)
+}
+
 func BenchmarkSessions(b *testing.B) {
 	storetest.BenchSessions(b, func(b *testing.B) store.Store {
 		return openStore(b, filepath.Join(b.TempDir(), "berth.db"))

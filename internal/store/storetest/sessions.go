@@ -175,6 +175,24 @@ func testSessionsDelete(t *testing.T, s store.Store) {
 	wantErr(t, "delete session again", s.DeleteSession(ctx, "rt", "s1", r.SandboxID), store.ErrNotFound)
 	getSession(t, s, "rt", "s2") // still there
 
+	// Keys that no backend can store (PostgreSQL's text refuses them)
+	// name no session rather than failing.
+	bad := "\xff\x00"
+	wantErr(t, "delete session with a key of invalid text", s.DeleteSession(ctx, bad, bad, bad), store.ErrNotFound)
+	_, err = s.GetSession(ctx, bad, bad)
+	wantErr(t, "get session with a key of invalid text", err, store.ErrNotFound)
+	if rs, err := s.ListSessions(ctx, bad); err != nil || len(rs) != 0 {
+		t.Errorf("list sessions of a runtime id of invalid text: %v, %v; want none", rs, err)
+	}
+	err = s.TouchSessions(ctx, []store.Touch{{SessionKey: store.SessionKey{RuntimeID: bad, SessionID: bad}, At: at(50)},
+		{SessionKey: store.SessionKey{RuntimeID: "rt", SessionID: "s2"}, At: at(50)}})
+	if err != nil {
+		t.Errorf("touch with a key of invalid text: %v", err)
+	}
+	if got := getSession(t, s, "rt", "s2").LastUsed; !got.Equal(at(50)) {
+		t.Errorf("touch next to a key of invalid text: LastUsed %s, want %s", got, at(50))
+	}
+
 	// The key is free again, for the session's next sandbox.
 	r.SandboxID = "sbx-new"
 	createSessions(t, s, r)
@@ -518,6 +536,28 @@ func testSessionsDeleteRuntime(t *testing.T, s store.Store) {
 	})
 	wantErr(t, "rolled back deletion", err, errFn)
 	getSession(t, s, "kept", "s1")
+}
+
+// HeartbeatPrunes checks, for a backend whose Heartbeat forgets replicas
+// whose heartbeat ended more than retention before the heartbeat's until,
+// that it does so, and keeps the others.
+func HeartbeatPrunes(t *testing.T, s store.Store, retention time.Duration) {
+	ctx := t.Context()
+	for _, hb := range []struct {
+		replica string
+		until   time.Time
+	}{{"old", at(0)}, {"recent", at(0).Add(time.Hour)}, {"now", at(0).Add(retention + time.Minute)}} {
+		if _, err := s.Heartbeat(ctx, hb.replica, hb.until); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, err := s.LiveReplicas(ctx, at(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"now", "recent"}; !slices.Equal(ids, want) {
+		t.Errorf("replicas kept: %q, want %q", ids, want)
+	}
 }
 
 // TwoStoresTakeOver runs the registry's operations from two stores over the
