@@ -63,6 +63,9 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 			if cfg.MaxSessions < 1 {
 				return fmt.Errorf("--max-sessions %d: want at least 1", cfg.MaxSessions)
 			}
+			if cfg.SessionLease < time.Second {
+				return fmt.Errorf("--session-lease %s: want at least 1s", cfg.SessionLease)
+			}
 			if err := parseNetworkFlags(&cfg, outbound, pool, dns); err != nil {
 				return err
 			}
@@ -109,6 +112,7 @@ AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL set to http://ADDR.`,
 	f.StringVar(&dns, "sandbox-dns", envOr("BERTH_SANDBOX_DNS", ""),
 		"comma-separated name servers for networked sandboxes' /etc/resolv.conf; default: the host's, less loopback ones (env BERTH_SANDBOX_DNS)")
 	f.StringVar(&cfg.Replica, "replica", envOr("BERTH_REPLICA", ""), "id of this replica among servers sharing one store and one --driver kubernetes namespace; default: the host name and a random suffix (env BERTH_REPLICA)")
+	f.DurationVar(&cfg.SessionLease, "session-lease", 15*time.Second, "with --driver kubernetes: how long a replica owns its sessions without renewing its claim; a dead replica's sessions pass to another after this")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", envInt("BERTH_MAX_SESSIONS", 100), "most live sessions at once; more get ServiceQuotaExceededException (env BERTH_MAX_SESSIONS)")
 	f.Int64Var(&memMiB, "session-memory", 2048, "memory limit of each session, MiB")
 	f.Float64Var(&cpus, "session-cpus", 2, "CPU limit of each session, in CPUs")

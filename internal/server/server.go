@@ -101,6 +101,9 @@ type Config struct {
 	// whose sandboxes any replica can reach (kubernetes): sessions are
 	// then recorded in the store and shared (see session.Registry).
 	Replica string
+	// SessionLease is how long a replica owns its sessions without
+	// renewing its claim, with such a driver; zero means 15 seconds.
+	SessionLease time.Duration
 	// MaxSessions caps live sessions.
 	MaxSessions int
 	// SessionLimits bound each session's sandbox.
@@ -279,6 +282,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			replica = defaultReplica()
 		}
 		sessOpts.Registry, sessOpts.Targets, sessOpts.Replica = registry{st}, targets{ctl, cfg.SessionLimits}, replica
+		sessOpts.Lease = cfg.SessionLease
 	}
 	s.sessions = session.New(driver, sessOpts)
 	metrics.ObserveSessions(func() []telemetry.SessionSample {
