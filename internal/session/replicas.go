@@ -440,3 +440,12 @@ func (m *Manager) usedElsewhere(ctx context.Context, s *Session, now time.Time) 
 	}
 	return false
 }
+
+// stoppedElsewhere reports whether s's record is gone, as when another
+// replica stopped it (StopRuntimeSession): its sandbox went for that reason.
+func (m *Manager) stoppedElsewhere(s *Session) bool {
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+	defer cancel()
+	_, err := m.reg.Get(ctx, s.RuntimeID, s.ID)
+	return errors.Is(err, ErrNotFound)
+}

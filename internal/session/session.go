@@ -397,10 +397,15 @@ func (m *Manager) watch(s *Session) {
 		defer m.wg.Done()
 		select {
 		case <-s.sb.Done():
-			if s.owned.Load() {
+			reason := EndCrashed
+			switch {
+			case !s.owned.Load(): // its owner ends it
+			case m.shared() && m.stoppedElsewhere(s):
+				reason = EndStopped
+			default:
 				m.log.Warn("agent exited", "runtime", s.RuntimeID, "session", s.ID, "err", s.sb.Err())
 			}
-			m.end(s, EndCrashed)
+			m.end(s, reason)
 		case <-s.ctx.Done():
 		}
 	}()
