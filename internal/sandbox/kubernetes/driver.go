@@ -210,8 +210,12 @@ func New(opts Options) (*Driver, error) {
 	if opts.Image == "" {
 		opts.Image = DefaultImage
 	}
-	if opts.PullPolicy == "" {
+	switch opts.PullPolicy {
+	case "":
 		opts.PullPolicy = corev1.PullIfNotPresent
+	case corev1.PullIfNotPresent, corev1.PullAlways, corev1.PullNever:
+	default:
+		return nil, fmt.Errorf("kubernetes driver: pull policy %q: want IfNotPresent, Always or Never", opts.PullPolicy)
 	}
 	if opts.UID == 0 {
 		opts.UID = DefaultUID
