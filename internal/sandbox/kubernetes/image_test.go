@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -31,7 +32,7 @@ import (
 // The node's containerd pulls it over plain HTTP: containerd's CRI plugin
 // treats loopback registries as plain HTTP ones unless told otherwise, and
 // it runs in the host's network namespace, where the registry listens.
-func pushAgentImage(t *testing.T) (*imagetest.Registry, string) {
+func pushAgentImage(t testing.TB) (*imagetest.Registry, string) {
 	t.Helper()
 	reg := imagetest.Start(t, true)
 	code := sandboxtest.BuildAgent(t)
@@ -49,7 +50,7 @@ func pushAgentImage(t *testing.T) (*imagetest.Registry, string) {
 
 // pullSecret creates a kubernetes.io/dockerconfigjson Secret with reg's
 // credentials in the cluster's namespace and returns its name.
-func (c *cluster) pullSecret(t *testing.T, reg *imagetest.Registry) string {
+func (c *cluster) pullSecret(t testing.TB, reg *imagetest.Registry) string {
 	t.Helper()
 	data, err := os.ReadFile(reg.DockerConfig(t.TempDir()))
 	if err != nil {
@@ -211,5 +212,42 @@ func TestImageNotPulled(t *testing.T) {
 	pods, err := c.client.CoreV1().Pods(c.namespace).List(t.Context(), metav1.ListOptions{})
 	if err != nil || len(pods.Items) != 0 {
 		t.Errorf("pods after a failed start: %d (%v)", len(pods.Items), err)
+	}
+}
+
+// BenchmarkImageColdStart measures a container image sandbox's cold start:
+// from Start (pod creation) until the agent's first 200 on /ping, with the
+// image already on the node after the first run (the pull policy is
+// IfNotPresent and the image is named by digest). Compare BenchmarkColdStart,
+// a code bundle's, which has an init container to wait for.
+func BenchmarkImageColdStart(b *testing.B) {
+	c := testCluster(b)
+	reg, ref := pushAgentImage(b)
+	secret := c.pullSecret(b, reg)
+	d := c.driver(b, "berth", func(o *kubernetes.Options) { o.ImagePullSecrets = []string{secret} })
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		sb, err := d.Start(ctx, sandbox.Spec{ID: fmt.Sprintf("image-bench-%d", i), Image: ref, Args: []string{"/agent/agent"},
+			Env: []string{"PATH=/bin", "PORT=8080"}, WorkDir: "/agent", User: sandbox.User{UID: 1000, GID: 1000}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: sb.DialContext, DisableKeepAlives: true}}
+		for {
+			resp, err := client.Get("http://127.0.0.1:8080/ping")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.StopTimer()
+		if err := sb.Stop(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 }
