@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
@@ -25,6 +26,8 @@ type kubeFlags struct {
 	bundleURL    string
 	allowFrom    []string
 	requestPct   int64
+	pullSecrets  []string
+	pullPolicy   string
 }
 
 func (k *kubeFlags) register(f *pflag.FlagSet) {
@@ -39,6 +42,8 @@ func (k *kubeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.bundleURL, "kube-bundle-url", "", "base URL pods fetch code bundles from, if not http://<kube-bundle-listen>")
 	f.StringArrayVar(&k.allowFrom, "kube-allow-from", nil, "CIDR of this server as pods see it: each pod gets a NetworkPolicy admitting only these (repeat for more)")
 	f.Int64Var(&k.requestPct, "kube-request-percent", 5, "what a pod requests of its node, in percent of its limits")
+	f.StringArrayVar(&k.pullSecrets, "kube-image-pull-secret", nil, "Secret (kubernetes.io/dockerconfigjson) in --namespace the nodes pull container images with, for private registries (repeat for more)")
+	f.StringVar(&k.pullPolicy, "kube-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the pods' images: IfNotPresent, Always or Never (runtimes' images are named by digest)")
 }
 
 // newDriver makes the kubernetes driver the flags describe.
@@ -54,6 +59,8 @@ func (k *kubeFlags) newDriver(defaults sandbox.Limits, log *slog.Logger) (*kuber
 		BundleURL:        k.bundleURL,
 		AllowFrom:        k.allowFrom,
 		RequestPercent:   k.requestPct,
+		ImagePullSecrets: k.pullSecrets,
+		PullPolicy:       corev1.PullPolicy(k.pullPolicy),
 		Defaults:         sandbox.Limits{MemoryBytes: defaults.MemoryBytes, MilliCPUs: defaults.MilliCPUs, TmpBytes: defaults.TmpBytes},
 		Logger:           log,
 	})

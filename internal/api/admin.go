@@ -295,7 +295,7 @@ func describeImage(uri string, img *image.Image) imageObject {
 // noImages is the error of image calls on a server without an image store.
 func noImages() error {
 	return &apiError{Status: http.StatusBadRequest, Type: "ValidationException", Reason: "FieldValidationFailed",
-		Message: "this Berth server cannot run container images (they need the runc driver and root)"}
+		Message: "this Berth server takes no image uploads (they need the runc driver and root; with the kubernetes driver, push images to a registry the nodes can pull from)"}
 }
 
 func (s *Server) putImage(r *http.Request, ref string) (int, any, error) {

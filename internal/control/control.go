@@ -87,7 +87,13 @@ type Options struct {
 	// containerConfiguration. Nil means this server runs code bundles
 	// only.
 	Images *image.Store
-	Logger *slog.Logger
+	// ImagesByReference says the sandbox driver's nodes pull container
+	// images themselves (kubernetes): a version's image is inspected
+	// (platform, size, config; see image.Store.Inspect), not unpacked,
+	// and its sessions run it by digest (Deployment.Image). Images
+	// uploaded to this server (image.LocalRegistry) are refused then.
+	ImagesByReference bool
+	Logger            *slog.Logger
 }
 
 // Service is the control plane.

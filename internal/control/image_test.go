@@ -148,6 +148,72 @@ func TestImageDeployment(t *testing.T) {
 	}
 }
 
+// BenchmarkDeployImageByReference measures deploy → READY of the 100 MiB
+// image of BenchmarkDeployImage for a driver whose nodes pull images
+// (kubernetes): Berth fetches its manifest and config only, so cold and
+// cached cost about the same.
+func BenchmarkDeployImageByReference(b *testing.B) {
+	reg := imagetest.Start(b, false)
+	images, err := image.Open(filepath.Join(b.TempDir(), "images"), image.Options{Insecure: []string{reg.Host}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	s, err := New(context.Background(), st, &fakeArtifacts{}, Options{Images: images, ImagesByReference: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Close)
+	var layers []v1.Layer
+	for i := range 4 {
+		data := make([]byte, 25<<20)
+		rand.Read(data)
+		l, err := imagetest.Layer(imagetest.File{Name: fmt.Sprintf("data/blob%d", i), Body: data})
+		if err != nil {
+			b.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := imagetest.Image(goruntime.GOARCH, v1.Config{Cmd: []string{"/x"}}, layers...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	uri := reg.Push("bench/agent:1", img)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		rt, err := s.CreateRuntime(ctx, fmt.Sprintf("bench_%d", i), imageConfig(uri, nil), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			got, err := s.GetRuntime(ctx, rt.ID, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got.Status == StatusReady {
+				break
+			}
+			if got.Status == StatusCreateFailed {
+				b.Fatal(got.FailureReason)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		if err := s.DeleteRuntime(ctx, rt.ID, 0); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.CollectArtifacts(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
 // BenchmarkDeployImage measures deploy → READY (CreateRuntime until the
 // version is READY) for a 100 MiB image (4 layers of random data) from a
 // registry on loopback: cold (the image and its layers are not on the
@@ -213,4 +279,83 @@ func BenchmarkDeployImage(b *testing.B) {
 			deploy(b)
 		}
 	})
+}
+
+// TestImageByReference checks the deployment of an image for a driver whose
+// nodes pull images (kubernetes): Berth checks the image's manifest and
+// config at deploy time, unpacks nothing, and sessions run it by digest.
+// It needs no root, as nothing is unpacked.
+func TestImageByReference(t *testing.T) {
+	reg := imagetest.Start(t, false)
+	dir := filepath.Join(t.TempDir(), "images")
+	images, err := image.Open(dir, image.Options{Insecure: []string{reg.Host}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := New(context.Background(), st, &fakeArtifacts{}, Options{Images: images, ImagesByReference: true, Region: "eu-west-1",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+
+	etc, err := imagetest.Layer(imagetest.File{Name: "etc/", Dir: true},
+		imagetest.File{Name: "etc/passwd", Body: []byte("root:x:0:0::/root:/bin/sh\napp:x:1234:99::/home/app:/bin/sh\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagetest.Image(goruntime.GOARCH, v1.Config{Entrypoint: []string{"/bin/agent"}, Cmd: []string{"--serve"},
+		Env: []string{"FROM_IMAGE=1"}, WorkingDir: "/srv", User: "app"}, etc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := reg.Push("team/agent:1", img)
+	rt, err := s.CreateRuntime(ctx, "by_reference", imageConfig(uri, nil), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, rt.ID, 1, StatusReady)
+	d, err := s.Resolve(ctx, rt.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, _ := img.Digest()
+	if want := reg.Host + "/team/agent@" + digest.String(); d.Image != want || len(d.RootLayers) != 0 {
+		t.Errorf("deployment image %q, layers %v; want %s and no layers", d.Image, d.RootLayers, want)
+	}
+	if !slices.Equal(d.Args, []string{"/bin/agent", "--serve"}) || d.WorkDir != "/srv" || d.User.UID != 1234 || d.User.GID != 99 ||
+		!slices.Contains(d.Env, "FROM_IMAGE=1") || !slices.Contains(d.Env, "HOME=/home/app") {
+		t.Errorf("deployment args %v, workdir %q, user %+v, env %v", d.Args, d.WorkDir, d.User, d.Env)
+	}
+	if target := d.Target(sandbox.Limits{}); target.Image != d.Image || target.User.UID != d.User.UID {
+		t.Errorf("session target %+v does not carry the image", target)
+	}
+	if entries, err := os.ReadDir(filepath.Join(dir, "layers")); err != nil || len(entries) != 0 {
+		t.Errorf("%d layers unpacked (%v), want none", len(entries), err)
+	}
+
+	other := "arm64"
+	if goruntime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	foreign, _ := imagetest.Image(other, v1.Config{Cmd: []string{"/x"}}, etc)
+	for _, tc := range []struct{ name, uri, want string }{
+		{"foreign", reg.Push("team/foreign:1", foreign), "rebuild it for"},
+		{"uploaded", image.LocalRegistry + "/agent:1", "push the image to a registry the nodes can pull from"},
+	} {
+		rt, err := s.CreateRuntime(ctx, "bad_"+tc.name, imageConfig(tc.uri, nil), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := waitStatus(t, s, rt.ID, 1, StatusCreateFailed)
+		if !strings.Contains(got.FailureReason, tc.want) {
+			t.Errorf("%s: failure reason %q, want %q", tc.uri, got.FailureReason, tc.want)
+		}
+	}
 }

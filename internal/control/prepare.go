@@ -35,6 +35,9 @@ type Deployment struct {
 	RootLayers []string
 	User       sandbox.User
 	WorkDir    string
+	// Image is the container image by digest, instead of RootLayers, when
+	// the driver's nodes pull images themselves (Options.ImagesByReference).
+	Image string
 	// Args and Env are the agent's command line and environment.
 	Args []string
 	Env  []string
@@ -54,7 +57,7 @@ type Deployment struct {
 func (d *Deployment) Target(limits sandbox.Limits) *session.Target {
 	return &session.Target{
 		RuntimeID: d.RuntimeID, Version: d.Version, Args: d.Args, Env: d.Env, CodeDir: d.CodeDir,
-		WorkDir: d.WorkDir, RootLayers: d.RootLayers, User: d.User, Port: d.Config.Protocol.Port, Limits: limits,
+		WorkDir: d.WorkDir, RootLayers: d.RootLayers, Image: d.Image, User: d.User, Port: d.Config.Protocol.Port, Limits: limits,
 		Network: d.Network, OCIRuntime: d.OCIRuntime,
 		IdleTimeout: time.Duration(d.Config.Lifecycle.IdleTimeout) * time.Second,
 		MaxLifetime: time.Duration(d.Config.Lifecycle.MaxLifetime) * time.Second,
@@ -203,8 +206,15 @@ func (s *Service) imageDeployment(ctx context.Context, rt Runtime, digest string
 	if err != nil {
 		return nil, fmt.Errorf("container image %q of %s version %d: %w", c.Container.URI, rt.ID, rt.Version, err)
 	}
-	layers, err := s.opts.Images.LayerDirs(img)
-	if err != nil {
+	// The node pulls the image, by digest; otherwise its unpacked layers
+	// are the sandbox's root.
+	var layers []string
+	var ref string
+	if s.opts.ImagesByReference {
+		if ref, err = image.Pinned(c.Container.URI, img.Digest); err != nil {
+			return nil, fmt.Errorf("containerConfiguration.containerUri: %w", err)
+		}
+	} else if layers, err = s.opts.Images.LayerDirs(img); err != nil {
 		return nil, err
 	}
 	args := append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
@@ -243,7 +253,7 @@ func (s *Service) imageDeployment(ctx context.Context, rt Runtime, digest string
 	pool, _ := strconv.Atoi(c.Env[EnvWarmPoolSize])
 	idle, _ := strconv.Atoi(c.Env[EnvWarmPoolIdle])
 	return &Deployment{RuntimeID: rt.ID, RuntimeARN: rt.ARN, Version: rt.Version, Config: c,
-		RootLayers: layers, User: sandbox.User{UID: user.UID, GID: user.GID}, WorkDir: workDir,
+		RootLayers: layers, Image: ref, User: sandbox.User{UID: user.UID, GID: user.GID}, WorkDir: workDir,
 		Args: args, Env: envList, WarmPool: pool, WarmPoolIdle: time.Duration(idle) * time.Second}, nil
 }
 
@@ -444,7 +454,14 @@ func (s *Service) fetch(ctx context.Context, rt Runtime) (string, error) {
 		if s.opts.Images == nil {
 			return "", fmt.Errorf("container image %q: %w", c.Container.URI, errNoImages)
 		}
-		img, err := s.opts.Images.Pull(ctx, c.Container.URI)
+		pull := s.opts.Images.Pull
+		if s.opts.ImagesByReference {
+			if strings.HasPrefix(c.Container.URI, image.LocalRegistry+"/") {
+				return "", fmt.Errorf("containerConfiguration.containerUri %q: this server's sandboxes run on Kubernetes nodes, which pull images from registries themselves and cannot reach images uploaded to Berth (%s/...): push the image to a registry the nodes can pull from and use its URI", c.Container.URI, image.LocalRegistry)
+			}
+			pull = s.opts.Images.Inspect
+		}
+		img, err := pull(ctx, c.Container.URI)
 		if err != nil {
 			return "", fmt.Errorf("containerConfiguration.containerUri: %w", err)
 		}

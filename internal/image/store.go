@@ -113,6 +113,10 @@ type Image struct {
 	Layers []string `json:"layers"`
 	// CompressedSize is the sum of its compressed layers and config.
 	CompressedSize int64 `json:"compressedSize"`
+	// Files holds the image's etc/passwd and etc/group when Inspect read
+	// them from its layers to resolve a user name (its layers are not in
+	// the cache then).
+	Files map[string][]byte `json:"files,omitempty"`
 }
 
 // Store is a cache of pulled images and their unpacked layers in a
@@ -230,22 +234,9 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	if r.Context().RegistryStr() == LocalRegistry {
 		return s.local(ctx, r)
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(s.keys), remote.WithTransport(s.rt)}
-	desc, err := remote.Get(r, opts...)
+	img, err := s.remoteImage(ctx, ref, r)
 	if err != nil {
-		return nil, s.registryError(r, err)
-	}
-	var img v1.Image
-	if desc.MediaType.IsIndex() {
-		idx, err := desc.ImageIndex()
-		if err != nil {
-			return nil, fmt.Errorf("image %s: %w", ref, err)
-		}
-		if img, err = s.pickPlatform(ref, idx); err != nil {
-			return nil, err
-		}
-	} else if img, err = desc.Image(); err != nil {
-		return nil, fmt.Errorf("image %s: %w", ref, s.registryError(r, err))
+		return nil, err
 	}
 	rec, err := s.Add(ctx, ref, img)
 	var terr *transport.Error
@@ -254,6 +245,91 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 		return nil, s.registryError(r, err)
 	}
 	return rec, err
+}
+
+// Inspect is Pull without the layers, for sandboxes whose nodes pull
+// images themselves: it fetches the manifest (for the store's platform)
+// and config of the image ref names, checks them as Pull does (platform,
+// size, layer types) and records the image, but neither downloads nor
+// unpacks its layers, except to read etc/passwd and etc/group (into
+// Image.Files) when the image's user is a name, which only the image's
+// files resolve; those are streamed from the top layer down until found.
+// Images uploaded to the store (LocalRegistry) are refused: nodes cannot
+// pull them.
+func (s *Store) Inspect(ctx context.Context, ref string) (*Image, error) {
+	r, err := s.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.Context().RegistryStr() == LocalRegistry {
+		return nil, fmt.Errorf("image %s was uploaded to this Berth server and is in no registry: %w", ref, ErrNotFound)
+	}
+	img, err := s.remoteImage(ctx, ref, r)
+	if err != nil {
+		return nil, err
+	}
+	rec, _, err := s.check(ref, img)
+	if err != nil {
+		return nil, err
+	}
+	if old, err := s.Get(ctx, rec.Digest); err == nil {
+		return old, nil
+	}
+	if needsUserFiles(rec.Config.User) {
+		if rec.Files, err = userFiles(ctx, img); err != nil {
+			var terr *transport.Error
+			if errors.As(err, &terr) {
+				return nil, s.registryError(r, err)
+			}
+			return nil, fmt.Errorf("image %s: read its user %q: %w", ref, rec.Config.User, err)
+		}
+	}
+	if err := s.write(rec); err != nil {
+		return nil, err
+	}
+	s.log.Info("image inspected", "image", ref, "digest", rec.Digest, "layers", len(rec.Layers), "compressed_bytes", rec.CompressedSize)
+	return rec, nil
+}
+
+// remoteImage fetches the manifest of r from its registry, the one for the
+// store's platform if it is an index.
+func (s *Store) remoteImage(ctx context.Context, ref string, r name.Reference) (v1.Image, error) {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(s.keys), remote.WithTransport(s.rt)}
+	desc, err := remote.Get(r, opts...)
+	if err != nil {
+		return nil, s.registryError(r, err)
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		return s.pickPlatform(ref, idx)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, s.registryError(r, err))
+	}
+	return img, nil
+}
+
+// Pinned returns ref's repository with digest instead of its tag
+// ("registry/repository@sha256:..."), the form in which a node pulls
+// exactly the image Berth inspected. Docker Hub's repositories are written
+// docker.io/..., as container runtimes normalise them.
+func Pinned(ref, digest string) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", fmt.Errorf("image reference %q: %w: %w", ref, ErrInvalid, err)
+	}
+	if _, err := v1.NewHash(digest); err != nil {
+		return "", fmt.Errorf("image digest %q: %w: %w", digest, ErrInvalid, err)
+	}
+	reg := r.Context().RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
+	}
+	return reg + "/" + r.Context().RepositoryStr() + "@" + digest, nil
 }
 
 // parse parses an image reference, allowing plain HTTP to the registries
@@ -336,58 +412,18 @@ func (s *Store) pickPlatform(ref string, idx v1.ImageIndex) (v1.Image, error) {
 // lacks and records it under ref, which is only descriptive. Pull uses it;
 // so do imports of images from tarballs.
 func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, error) {
-	digest, err := img.Digest()
+	rec, layers, err := s.check(ref, img)
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
+		return nil, err
 	}
-	m, err := img.Manifest()
-	if err != nil {
-		return nil, fmt.Errorf("image %s: read manifest: %w", ref, err)
-	}
-	size := m.Config.Size
-	for _, l := range m.Layers {
-		size += l.Size
-	}
-	if size > s.opts.MaxCompressedBytes {
-		return nil, fmt.Errorf("image %s is %s compressed, above this server's limit of %s (berth server --max-image-size): %w",
-			ref, humanBytes(size), humanBytes(s.opts.MaxCompressedBytes), ErrTooLarge)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("image %s: read config: %w", ref, err)
-	}
-	if cf.OS != s.opts.OS || cf.Architecture != s.opts.Architecture {
-		return nil, fmt.Errorf("image %s is built for %s/%s, but this host runs %s: rebuild it for %s (e.g. docker buildx build --platform %s): %w",
-			ref, cf.OS, cf.Architecture, s.Platform(), s.Platform(), s.Platform(), ErrPlatform)
-	}
-	rec := &Image{Digest: digest.String(), Reference: ref, OS: cf.OS, Architecture: cf.Architecture, CompressedSize: size,
-		Config: Config{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
-			WorkingDir: cf.Config.WorkingDir, User: cf.Config.User}}
 	s.gc.RLock()
 	defer s.gc.RUnlock()
 	if old, err := s.Get(ctx, rec.Digest); err == nil && s.present(old) {
 		return old, nil
 	}
-	layers, err := img.Layers()
+	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	if len(layers) != len(cf.RootFS.DiffIDs) {
-		return nil, fmt.Errorf("image %s: %d layers but %d diffIDs in its config: %w", ref, len(layers), len(cf.RootFS.DiffIDs), ErrInvalid)
-	}
-	for i, l := range layers {
-		mt, err := l.MediaType()
-		if err != nil {
-			return nil, fmt.Errorf("image %s layer %d: %w", ref, i, err)
-		}
-		if !mt.IsLayer() || mt == types.DockerForeignLayer {
-			return nil, fmt.Errorf("image %s layer %d: media type %s is not a layer Berth can unpack: %w", ref, i, mt, ErrInvalid)
-		}
-		diffID := cf.RootFS.DiffIDs[i]
-		if diffID.Algorithm != "sha256" {
-			return nil, fmt.Errorf("image %s layer %d: diffID %s: only sha256 is supported: %w", ref, i, diffID, ErrInvalid)
-		}
-		rec.Layers = append(rec.Layers, diffID.String())
+		return nil, fmt.Errorf("image %s: read config: %w", ref, err)
 	}
 	// Layers download and unpack in parallel (each is one stream:
 	// download, decompress, hash, write), a few at a time; the budget of
@@ -429,8 +465,62 @@ func (s *Store) Add(ctx context.Context, ref string, img v1.Image) (*Image, erro
 	if err := s.write(rec); err != nil {
 		return nil, err
 	}
-	s.log.Info("image ready", "image", ref, "digest", rec.Digest, "layers", len(rec.Layers), "compressed_bytes", size)
+	s.log.Info("image ready", "image", ref, "digest", rec.Digest, "layers", len(rec.Layers), "compressed_bytes", rec.CompressedSize)
 	return rec, nil
+}
+
+// check reads img's manifest and config, checks its size, platform and
+// layers, and returns its record and layers.
+func (s *Store) check(ref string, img v1.Image) (*Image, []v1.Layer, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: read manifest: %w", ref, err)
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	if size > s.opts.MaxCompressedBytes {
+		return nil, nil, fmt.Errorf("image %s is %s compressed, above this server's limit of %s (berth server --max-image-size): %w",
+			ref, humanBytes(size), humanBytes(s.opts.MaxCompressedBytes), ErrTooLarge)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: read config: %w", ref, err)
+	}
+	if cf.OS != s.opts.OS || cf.Architecture != s.opts.Architecture {
+		return nil, nil, fmt.Errorf("image %s is built for %s/%s, but this host runs %s: rebuild it for %s (e.g. docker buildx build --platform %s): %w",
+			ref, cf.OS, cf.Architecture, s.Platform(), s.Platform(), s.Platform(), ErrPlatform)
+	}
+	rec := &Image{Digest: digest.String(), Reference: ref, OS: cf.OS, Architecture: cf.Architecture, CompressedSize: size,
+		Config: Config{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
+			WorkingDir: cf.Config.WorkingDir, User: cf.Config.User}}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if len(layers) != len(cf.RootFS.DiffIDs) {
+		return nil, nil, fmt.Errorf("image %s: %d layers but %d diffIDs in its config: %w", ref, len(layers), len(cf.RootFS.DiffIDs), ErrInvalid)
+	}
+	for i, l := range layers {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, nil, fmt.Errorf("image %s layer %d: %w", ref, i, err)
+		}
+		if !mt.IsLayer() || mt == types.DockerForeignLayer {
+			return nil, nil, fmt.Errorf("image %s layer %d: media type %s is not a layer Berth can unpack: %w", ref, i, mt, ErrInvalid)
+		}
+		diffID := cf.RootFS.DiffIDs[i]
+		if diffID.Algorithm != "sha256" {
+			return nil, nil, fmt.Errorf("image %s layer %d: diffID %s: only sha256 is supported: %w", ref, i, diffID, ErrInvalid)
+		}
+		rec.Layers = append(rec.Layers, diffID.String())
+	}
+	return rec, layers, nil
 }
 
 // parallelLayers is how many layers of an image are fetched and unpacked at

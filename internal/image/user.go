@@ -1,13 +1,20 @@
 package image
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // User is whom an image's processes run as, in the image's ids.
@@ -96,6 +103,9 @@ func (s *Store) ResolveUser(img *Image) (User, error) {
 // imageFile returns the content of the regular file at name (relative) in
 // the image's top-most layer that has it, or nil.
 func (s *Store) imageFile(img *Image, name string) []byte {
+	if img.Files != nil {
+		return img.Files[name]
+	}
 	for i := len(img.Layers) - 1; i >= 0; i-- {
 		p := filepath.Join(s.layerDir(img.Layers[i]), name)
 		fi, err := os.Lstat(p)
@@ -110,6 +120,103 @@ func (s *Store) imageFile(img *Image, name string) []byte {
 			return nil
 		}
 		return data
+	}
+	return nil
+}
+
+// userFileNames are the files that resolve an image's user.
+var userFileNames = []string{"etc/passwd", "etc/group"}
+
+// needsUserFiles reports whether the image user spec names a user or group
+// (rather than numeric ids), which only the image's files resolve.
+func needsUserFiles(spec string) bool {
+	for part := range strings.SplitSeq(spec, ":") {
+		if _, err := strconv.ParseUint(part, 10, 32); part != "" && err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// userFiles reads etc/passwd and etc/group from img's layers without
+// unpacking them: it streams the layers from the top one down and stops as
+// soon as it knows both files (found, or deleted by a whiteout or an
+// opaque etc directory). The map has an entry for each file, nil if the
+// image has none.
+func userFiles(ctx context.Context, img v1.Image) (map[string][]byte, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{}
+	for i := len(layers) - 1; i >= 0 && len(files) < len(userFileNames); i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := layerUserFiles(layers[i], files); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	for _, n := range userFileNames {
+		if _, ok := files[n]; !ok {
+			files[n] = nil
+		}
+	}
+	return files, nil
+}
+
+// layerUserFiles adds to files what layer l says of the user files files
+// does not have yet.
+func layerUserFiles(l v1.Layer, files map[string][]byte) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	seen := map[string][]byte{} // what this layer says, applied at its end
+	opaque := false
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		p := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
+		switch {
+		case p == ".wh.etc":
+			for _, n := range userFileNames {
+				seen[n] = nil
+			}
+		case p == "etc/.wh..wh..opq":
+			opaque = true
+		case strings.HasPrefix(p, "etc/.wh."):
+			if n := "etc/" + strings.TrimPrefix(p, "etc/.wh."); slices.Contains(userFileNames, n) {
+				seen[n] = nil
+			}
+		case slices.Contains(userFileNames, p):
+			if hdr.Typeflag != tar.TypeReg || hdr.Size > 4<<20 {
+				seen[p] = nil // a symlink or something odd, as imageFile
+				continue
+			}
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				return err
+			}
+			seen[p] = data
+		}
+	}
+	for _, n := range userFileNames {
+		if _, done := files[n]; done {
+			continue
+		}
+		if data, ok := seen[n]; ok {
+			files[n] = data
+		} else if opaque {
+			files[n] = nil // the layers below are hidden
+		}
 	}
 	return nil
 }

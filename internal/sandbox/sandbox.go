@@ -51,9 +51,17 @@ type Spec struct {
 	// must be empty, and WorkDir may be any absolute directory ("/"
 	// included).
 	RootLayers []string
-	// User is whom the agent of a RootLayers sandbox runs as, in the
-	// image's ids. Sandboxes without RootLayers ignore it: their agent is
-	// always the driver's unprivileged user.
+	// Image, if set, is a container image reference for drivers whose
+	// nodes pull images themselves (kubernetes); such drivers run it
+	// instead of RootLayers, with Args, Env, WorkDir and User resolved
+	// from its config as for RootLayers. It names the image by digest
+	// ("registry/repo@sha256:..."), so that every sandbox of a version
+	// runs the same bytes. CodeDir and RootLayers must be empty then.
+	// Drivers that unpack images themselves (runc) refuse it.
+	Image string
+	// User is whom the agent of a RootLayers or Image sandbox runs as, in
+	// the image's ids. Other sandboxes ignore it: their agent is always
+	// the driver's unprivileged user.
 	User User
 
 	// Limits bounds the resources the sandbox can use.
@@ -98,6 +106,9 @@ func (s Spec) Validate() error {
 	}
 	if len(s.Args) == 0 || s.Args[0] == "" {
 		return errors.New("no command: args is empty")
+	}
+	if s.Image != "" && (len(s.RootLayers) > 0 || s.CodeDir != "") {
+		return fmt.Errorf("image %q: a sandbox of an image has no code dir or root layers", s.Image)
 	}
 	for _, kv := range s.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

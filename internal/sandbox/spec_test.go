@@ -21,6 +21,9 @@ func TestSpecValidate(t *testing.T) {
 		{"empty program", func(s *Spec) { s.Args = []string{""} }, "no command"},
 		{"env without =", func(s *Spec) { s.Env = []string{"A"} }, `env entry "A"`},
 		{"env without key", func(s *Spec) { s.Env = []string{"=1"} }, `env entry "=1"`},
+		{"image", func(s *Spec) { s.Image = "registry.example/agent@sha256:00" }, ""},
+		{"image with a code dir", func(s *Spec) { s.Image, s.CodeDir = "registry.example/agent", "/code" }, "no code dir or root layers"},
+		{"image with root layers", func(s *Spec) { s.Image, s.RootLayers = "registry.example/agent", []string{"/l"} }, "no code dir or root layers"},
 	} {
 		s := ok
 		tt.edit(&s)

@@ -30,6 +30,7 @@ import (
 	"github.com/berthrun/berth/internal/control"
 	"github.com/berthrun/berth/internal/image"
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes"
 	"github.com/berthrun/berth/internal/sandbox/network"
 	"github.com/berthrun/berth/internal/sandbox/runc"
 	"github.com/berthrun/berth/internal/session"
@@ -229,9 +230,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 
-	// Container images run in the OCI-runtime driver only, and unpacking
-	// their layers (owners, whiteouts) needs root.
-	var images *image.Store
+	// Container images run in the OCI-runtime driver from their unpacked
+	// layers (unpacking them, owners and whiteouts, needs root), and in
+	// the kubernetes driver by reference: its nodes pull them, and Berth
+	// only checks their manifest and config at deploy time. Uploads
+	// (tarballs) are for the OCI-runtime driver only: nodes cannot pull
+	// them from Berth.
+	var images, uploads *image.Store
+	byReference := false
 	switch driver.(type) {
 	case *runc.Driver, *runc.Runtimes:
 		images, err = image.Open(filepath.Join(cfg.DataDir, "images"), image.Options{
@@ -241,11 +247,21 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("open image store: %w", err)
 		}
+		uploads = images
+	case *kubernetes.Driver:
+		images, err = image.Open(filepath.Join(cfg.DataDir, "images"), image.Options{
+			AuthFile: cfg.RegistryAuthFile, Insecure: cfg.InsecureRegistries, MaxCompressedBytes: cfg.MaxImageBytes,
+			Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+		byReference = true
 	}
 
 	ctl, err := control.New(ctx, st, arts, control.Options{
 		Region: cfg.Region, AccountID: cfg.AccountID, MinLifecycle: cfg.MinLifecycle, Network: policy, Images: images,
-		CheckOCIRuntime: checkOCIRuntime, Logger: cfg.Logger,
+		ImagesByReference: byReference, CheckOCIRuntime: checkOCIRuntime, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -314,7 +330,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/metrics", metrics.Handler())
 	mux.Handle("/console/", console.Handler())
 	mux.Handle("/", api.New(ctl, s.sessions, arts, api.Options{SessionLimits: cfg.SessionLimits, LogDir: logDir,
-		Metrics: metrics, Tracer: tracer, Verifier: verifier, Images: images, Logger: cfg.Logger}))
+		Metrics: metrics, Tracer: tracer, Verifier: verifier, Images: uploads, Logger: cfg.Logger}))
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return nil, err

@@ -69,6 +69,7 @@ type Target struct {
 	CodeDir     string
 	WorkDir     string
 	RootLayers  []string     // a container image's layers; see sandbox.Spec
+	Image       string       // a container image reference the driver's nodes pull; see sandbox.Spec
 	User        sandbox.User // the image's user
 	Port        int
 	IdleTimeout time.Duration
@@ -439,7 +440,7 @@ func (m *Manager) startSandbox(s *Session) error {
 	}
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: s.sandboxID, Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
-		RootLayers: t.RootLayers, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
+		RootLayers: t.RootLayers, Image: t.Image, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
 		Labels: labels, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {

@@ -16,6 +16,17 @@
 // directory. This works offline and needs no ConfigMap (whose 1 MiB cap is
 // below a typical agent binary) and no registry.
 //
+// Container images (Spec.Image) are pulled by the node, not by Berth: the
+// agent container runs the image by its reference (a digest), with no init
+// container and no bundle, under the same security context. Its root file
+// system is read-only like the base image's; /tmp is the writable emptyDir
+// and the working directory is the image's own (no emptyDir over it). The
+// agent runs as the image's user when that is not root; an image whose user
+// is root (uid 0) runs as Options.UID instead, because without user
+// namespaces, which Kubernetes does not give pods by default, the image's
+// root would be the node's root. Private registries need
+// Options.ImagePullSecrets.
+//
 // Berth reaches the agent on the pod's IP: DialContext dials the pod IP at
 // the port of the address it is given. Kubernetes gives a pod a network
 // interface of its own, so agents are not confined to loopback; a
@@ -43,6 +54,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,8 +127,14 @@ type Options struct {
 	// have busybox's sh, wget and tar for the code bundle. Empty means
 	// DefaultImage.
 	Image string
-	// PullPolicy is the image pull policy; empty means IfNotPresent.
+	// PullPolicy is the pull policy of the base image and of agents'
+	// container images; empty means IfNotPresent (agents' images are
+	// named by digest, so a cached copy is the same image).
 	PullPolicy corev1.PullPolicy
+	// ImagePullSecrets name Secrets (of type kubernetes.io/dockerconfigjson)
+	// in Namespace that the kubelet pulls images with, for private
+	// registries.
+	ImagePullSecrets []string
 	// RuntimeClassName, if set, runs pods with that RuntimeClass (gVisor,
 	// Kata, ...).
 	RuntimeClassName string
@@ -192,8 +210,12 @@ func New(opts Options) (*Driver, error) {
 	if opts.Image == "" {
 		opts.Image = DefaultImage
 	}
-	if opts.PullPolicy == "" {
+	switch opts.PullPolicy {
+	case "":
 		opts.PullPolicy = corev1.PullIfNotPresent
+	case corev1.PullIfNotPresent, corev1.PullAlways, corev1.PullNever:
+	default:
+		return nil, fmt.Errorf("kubernetes driver: pull policy %q: want IfNotPresent, Always or Never", opts.PullPolicy)
 	}
 	if opts.UID == 0 {
 		opts.UID = DefaultUID
@@ -209,6 +231,11 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 2 * time.Minute
+	}
+	for _, name := range opts.ImagePullSecrets {
+		if name == "" || len(name) > 253 || !secretNamePattern.MatchString(name) {
+			return nil, fmt.Errorf("kubernetes driver: image pull secret %q: want a DNS subdomain name (lower-case letters, digits, '-' and '.')", name)
+		}
 	}
 	for _, c := range opts.AllowFrom {
 		if _, _, err := net.ParseCIDR(c); err != nil {
@@ -327,6 +354,7 @@ func (d *Driver) observe(obj any, deleted bool) {
 var (
 	labelKeyPattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
 	labelValuePattern = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	secretNamePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 )
 
 // validate checks what a spec must satisfy for this driver.
@@ -335,9 +363,14 @@ func validate(s sandbox.Spec) error {
 		return err
 	}
 	if len(s.RootLayers) > 0 {
-		return errors.New("root layers: the kubernetes driver runs container images by reference on the node, not from unpacked layers; not supported yet")
+		return errors.New("root layers: the kubernetes driver runs container images by reference (Spec.Image), pulled by the node, not from unpacked layers")
 	}
-	if !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir || s.WorkDir == "/" || s.WorkDir == "/tmp" || strings.HasPrefix(s.WorkDir, "/tmp/") {
+	if s.Image != "" {
+		// The image's own working directory: nothing is mounted over it.
+		if !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir {
+			return fmt.Errorf("work dir %q: want a clean absolute directory", s.WorkDir)
+		}
+	} else if !path.IsAbs(s.WorkDir) || path.Clean(s.WorkDir) != s.WorkDir || s.WorkDir == "/" || s.WorkDir == "/tmp" || strings.HasPrefix(s.WorkDir, "/tmp/") {
 		return fmt.Errorf("work dir %q: want a clean absolute directory other than / and /tmp", s.WorkDir)
 	}
 	if s.CodeDir != "" && !path.IsAbs(s.CodeDir) {
@@ -520,7 +553,7 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 		corev1.ResourceMemory: *resource.NewQuantity(max(lim.MemoryBytes*pct/100, 1<<20), resource.BinarySI),
 		corev1.ResourceCPU:    *resource.NewMilliQuantity(max(lim.MilliCPUs*pct/100, 1), resource.DecimalSI),
 	}
-	uid := d.opts.UID
+	uid, gid, groups := d.runAs(spec)
 	no, yes := false, true
 	// The shortest grace period that is not a forced deletion (see
 	// deletePod); the kubelet still waits at least 2 s for an agent that
@@ -543,7 +576,7 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 				ReadOnlyRootFilesystem:   &yes,
 				RunAsNonRoot:             &yes,
 				RunAsUser:                &uid,
-				RunAsGroup:               &uid,
+				RunAsGroup:               &gid,
 				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 				SeccompProfile:           seccomp,
 			},
@@ -555,6 +588,10 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 		}
 	}
 	agent := container(agentContainer)
+	if spec.Image != "" {
+		agent.Image = spec.Image
+		agent.VolumeMounts = slices.DeleteFunc(agent.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == workVolume })
+	}
 	agent.Command = spec.Args
 	agent.WorkingDir = spec.WorkDir
 	for _, kv := range spec.Env {
@@ -574,11 +611,12 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   &yes,
-				RunAsUser:      &uid,
-				RunAsGroup:     &uid,
-				FSGroup:        &uid,
-				SeccompProfile: seccomp,
+				RunAsNonRoot:       &yes,
+				RunAsUser:          &uid,
+				RunAsGroup:         &gid,
+				FSGroup:            &gid,
+				SupplementalGroups: groups,
+				SeccompProfile:     seccomp,
 			},
 			Containers: []corev1.Container{agent},
 			Volumes: []corev1.Volume{
@@ -598,6 +636,12 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 			pod.Labels["berth.run/"+k] = v
 		}
 	}
+	if spec.Image != "" {
+		pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == workVolume })
+	}
+	for _, name := range d.opts.ImagePullSecrets {
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
 	if d.opts.RuntimeClassName != "" {
 		pod.Spec.RuntimeClassName = &d.opts.RuntimeClassName
 	}
@@ -611,6 +655,20 @@ func (d *Driver) podFor(spec sandbox.Spec, name, bundleURL string) *corev1.Pod {
 		pod.Spec.InitContainers = []corev1.Container{fetch}
 	}
 	return pod
+}
+
+// runAs returns the uid, gid and supplementary groups of spec's agent: the
+// image's user for an image whose user is not root, otherwise the driver's
+// UID (as uid and gid). An image's root is not run as root: pods have no
+// user namespace to map it into (see the package doc).
+func (d *Driver) runAs(spec sandbox.Spec) (uid, gid int64, groups []int64) {
+	if spec.Image == "" || spec.User.UID == 0 {
+		return d.opts.UID, d.opts.UID, nil
+	}
+	for _, g := range spec.User.AdditionalGids {
+		groups = append(groups, int64(g))
+	}
+	return int64(spec.User.UID), int64(spec.User.GID), groups
 }
 
 // createPolicy creates the NetworkPolicy that admits only Berth to the

@@ -278,6 +278,8 @@ func TestNewBadOptions(t *testing.T) {
 		{"bad owner", kubernetes.Options{Config: cfg, Namespace: "x", Owner: "a b"}, "owner"},
 		{"bad allow-from", kubernetes.Options{Config: cfg, Namespace: "x", AllowFrom: []string{"10.0.0.1"}}, "allow-from"},
 		{"negative uid", kubernetes.Options{Config: cfg, Namespace: "x", UID: -1}, "uid"},
+		{"bad pull policy", kubernetes.Options{Config: cfg, Namespace: "x", PullPolicy: "Sometimes"}, "pull policy"},
+		{"bad image pull secret", kubernetes.Options{Config: cfg, Namespace: "x", ImagePullSecrets: []string{"Registry_Creds"}}, "image pull secret"},
 		{"request percent above 100", kubernetes.Options{Config: cfg, Namespace: "x", RequestPercent: 101}, "request percent"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -202,8 +202,8 @@ func validate(spec sandbox.Spec) error {
 		return err
 	}
 	switch {
-	case len(spec.RootLayers) > 0:
-		return errors.New("this driver runs code bundles on the host and cannot run container images (RootLayers): use the runc driver")
+	case len(spec.RootLayers) > 0 || spec.Image != "":
+		return errors.New("this driver runs code bundles on the host and cannot run container images (RootLayers, Image): use the runc or kubernetes driver")
 	case spec.WorkDir != "" && !path.IsAbs(spec.WorkDir):
 		return fmt.Errorf("WorkDir %q is not an absolute path", spec.WorkDir)
 	}

@@ -51,6 +51,9 @@ func validate(s sandbox.Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if s.Image != "" {
+		return fmt.Errorf("image %q: this driver runs container images from their unpacked layers (RootLayers), not by reference", s.Image)
+	}
 	if len(s.RootLayers) > 0 {
 		if err := validateImage(s); err != nil {
 			return err

@@ -48,6 +48,7 @@ func TestValidate(t *testing.T) {
 		{"relative workdir", func(s *sandbox.Spec) { s.WorkDir = "app" }, "absolute"},
 		{"unclean workdir", func(s *sandbox.Spec) { s.WorkDir = "/app/../usr" }, "clean"},
 		{"root workdir", func(s *sandbox.Spec) { s.WorkDir = "/" }, "below /"},
+		{"image by reference", func(s *sandbox.Spec) { s.CodeDir, s.Image = "", "registry.example/agent@sha256:00" }, "not by reference"},
 		{"workdir in usr", func(s *sandbox.Spec) { s.WorkDir = "/usr/src/app" }, "/usr is the sandbox's system view"},
 		{"workdir is tmp", func(s *sandbox.Spec) { s.WorkDir = "/tmp" }, "/tmp"},
 		{"workdir in proc", func(s *sandbox.Spec) { s.WorkDir = "/proc/1" }, "/proc"},
