@@ -175,10 +175,10 @@ func TestEmbeddedMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	migrations, tables := schema(t, pool)
-	if want := "endpoints,idempotency,runtimes,versions"; tables != want {
+	if want := "artifact_blobs,artifact_chunks,artifact_refs,endpoints,idempotency,runtimes,versions"; tables != want {
 		t.Errorf("tables %q, want %q", tables, want)
 	}
-	if want := "1:0001_init.sql"; migrations != want {
+	if want := "1:0001_init.sql,3:0003_artifacts.sql"; migrations != want {
 		t.Errorf("migrations %q, want %q", migrations, want)
 	}
 }
