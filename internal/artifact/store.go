@@ -456,6 +456,10 @@ func (s *Store) unpack(ctx context.Context, digest, dst string) error {
 // with ErrInUse while the digest is the current object of a bucket and key:
 // a bundle just uploaded must survive until a runtime version refers to it.
 // Sandboxes still using the unpacked directory must be gone first.
+//
+// With a shared backend Remove deletes the shared blob and this store's
+// copies; other stores keep theirs until their own Remove, which Digests
+// leads them to.
 func (s *Store) Remove(ctx context.Context, digest string) error {
 	if err := validateDigest(digest); err != nil {
 		return fmt.Errorf("remove %q: %w", digest, err)
@@ -519,7 +523,9 @@ func (s *Store) Remove(ctx context.Context, digest string) error {
 }
 
 // Digests returns the digests of all blobs the store holds, sorted, for
-// garbage collection to compare with the digests runtime versions use.
+// garbage collection to compare with the digests runtime versions use. With
+// a shared backend those are the shared blobs and the ones this store still
+// has in its directory.
 func (s *Store) Digests(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
