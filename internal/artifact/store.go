@@ -23,6 +23,11 @@
 //
 // Bundles are refused unless they are safe to unpack; see Options for the
 // limits and Unpack for the rules.
+//
+// Several Berth replicas behind one load balancer share their bundles
+// through a Shared backend (Options.Shared): blobs and refs live there, and
+// each replica's directory holds a cache of the blobs it has used and its
+// unpacked bundles. refs/ then stays empty.
 package artifact
 
 import (
@@ -89,12 +94,19 @@ const (
 // uploads need to be resolvable by version ID.
 const maxHistory = 100
 
-// Options are a Store's limits. Zero fields take the defaults.
+// Options are a Store's limits, and where it shares its bundles. Zero fields
+// take the defaults.
 type Options struct {
 	MaxZipped   int64 // bytes of the zip file; DefaultMaxZipped
 	MaxUnpacked int64 // bytes of file contents once unpacked; DefaultMaxUnpacked
 	MaxFiles    int   // entries, directories included; DefaultMaxFiles
 	MaxRatio    int64 // unpacked to compressed size of one entry over 1 MiB; DefaultMaxRatio
+
+	// Shared, if set, holds the blobs and refs, shared with the other
+	// Stores using it: Put uploads there, Stat, Resolve and Delete use its
+	// refs, Unpack downloads a blob it lacks from there, and Remove and
+	// Digests cover its blobs. The directory's blobs are then a cache.
+	Shared Shared
 }
 
 func (o Options) withDefaults() Options {
@@ -225,6 +237,16 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 	}
 	obj := Object{Bucket: bucket, Key: key, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)),
 		Size: size, Modified: time.Now().UTC()}
+	if s.opts.Shared != nil {
+		// Outside s.mu: uploading a large bundle takes a while, and
+		// other Puts need not wait for it.
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+		}
+		if err := s.opts.Shared.PutBlob(ctx, obj.Digest, size, tmp); err != nil {
+			return Object{}, fmt.Errorf("put %s/%s: upload blob: %w", bucket, key, err)
+		}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,14 +262,18 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
 
+	if s.opts.Shared != nil {
+		// tmp is open still, renamed or not, and holds the blob's bytes.
+		if err := s.putShared(ctx, obj, tmp); err != nil {
+			return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+		}
+		return obj, nil
+	}
 	rf, err := s.readRef(bucket, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
-	rf.Bucket, rf.Key = bucket, key
-	rf.Versions = slices.DeleteFunc(rf.Versions, func(v version) bool { return v.Digest == obj.Digest })
-	rf.Versions = slices.Insert(rf.Versions, 0, version{Digest: obj.Digest, Size: obj.Size, Modified: obj.Modified})
-	rf.Versions = rf.Versions[:min(len(rf.Versions), maxHistory)]
+	rf.addVersion(obj)
 	if err := s.writeRef(rf); err != nil {
 		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
@@ -262,7 +288,7 @@ func (s *Store) Stat(ctx context.Context, bucket, key string) (Object, error) {
 	if err := validateLocation(bucket, key); err != nil {
 		return Object{}, fmt.Errorf("stat: %w", err)
 	}
-	rf, err := s.readRef(bucket, key)
+	rf, err := s.getRef(ctx, bucket, key)
 	if err != nil {
 		return Object{}, fmt.Errorf("stat %s/%s: %w", bucket, key, err)
 	}
@@ -286,7 +312,7 @@ func (s *Store) Resolve(ctx context.Context, bucket, key, versionID string) (str
 			return "", fmt.Errorf("resolve: versionId %q: %w", versionID, err)
 		}
 	}
-	rf, err := s.readRef(bucket, key)
+	rf, err := s.getRef(ctx, bucket, key)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s/%s: %w", bucket, key, err)
 	}
@@ -298,7 +324,7 @@ func (s *Store) Resolve(ctx context.Context, bucket, key, versionID string) (str
 		}
 		digest = rf.Versions[i].Digest
 	}
-	if _, err := os.Stat(s.blobPath(digest)); err != nil {
+	if err := s.checkBlob(ctx, digest); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("bundle was removed: %w", ErrNotFound)
 		}
@@ -315,6 +341,15 @@ func (s *Store) Delete(ctx context.Context, bucket, key string) error {
 	}
 	if err := validateLocation(bucket, key); err != nil {
 		return fmt.Errorf("delete: %w", err)
+	}
+	if s.opts.Shared != nil {
+		if err := s.opts.Shared.DeleteRef(ctx, bucket, key); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				err = ErrNotFound
+			}
+			return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
+		}
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -365,6 +400,12 @@ func (s *Store) Unpack(ctx context.Context, digest string) (string, error) {
 
 func (s *Store) unpack(ctx context.Context, digest, dst string) error {
 	blob, err := os.Open(s.blobPath(digest))
+	if errors.Is(err, fs.ErrNotExist) && s.opts.Shared != nil {
+		if err := s.download(ctx, digest); err != nil {
+			return err
+		}
+		blob, err = os.Open(s.blobPath(digest))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return ErrNotFound
 	} else if err != nil {
@@ -415,6 +456,10 @@ func (s *Store) unpack(ctx context.Context, digest, dst string) error {
 // with ErrInUse while the digest is the current object of a bucket and key:
 // a bundle just uploaded must survive until a runtime version refers to it.
 // Sandboxes still using the unpacked directory must be gone first.
+//
+// With a shared backend Remove deletes the shared blob and this store's
+// copies; other stores keep theirs until their own Remove, which Digests
+// leads them to.
 func (s *Store) Remove(ctx context.Context, digest string) error {
 	if err := validateDigest(digest); err != nil {
 		return fmt.Errorf("remove %q: %w", digest, err)
@@ -427,13 +472,25 @@ func (s *Store) Remove(ctx context.Context, digest string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	if err := s.walkRefs(ctx, func(rf ref) error {
-		if rf.Versions[0].Digest == digest {
-			return fmt.Errorf("current object of %s/%s: %w", rf.Bucket, rf.Key, ErrInUse)
-		}
-		return nil
-	}); err != nil {
+	if err := s.checkUnused(ctx, digest); err != nil {
 		return fmt.Errorf("remove %s: %w", digest, err)
+	}
+	found := false // whether the shared backend had the blob
+	if sh := s.opts.Shared; sh != nil {
+		switch err := sh.DeleteBlob(ctx, digest); {
+		case err == nil:
+			found = true
+			// A Put through another replica may have made the blob
+			// current between the check and the deletion.
+			if err := s.checkUnused(ctx, digest); err != nil {
+				if rerr := s.restoreShared(ctx, digest); rerr != nil {
+					return fmt.Errorf("remove %s: %w; restore the shared blob: %w", digest, err, rerr)
+				}
+				return fmt.Errorf("remove %s: %w", digest, err)
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("remove %s: delete shared blob: %w", digest, err)
+		}
 	}
 
 	// Move the directory out of sight first: a crash halfway through
@@ -452,6 +509,9 @@ func (s *Store) Remove(ctx context.Context, digest string) error {
 	}
 	if err := os.Remove(s.blobPath(digest)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			if found {
+				return nil // this replica never fetched it
+			}
 			err = ErrNotFound
 		}
 		return fmt.Errorf("remove %s: %w", digest, err)
@@ -463,7 +523,9 @@ func (s *Store) Remove(ctx context.Context, digest string) error {
 }
 
 // Digests returns the digests of all blobs the store holds, sorted, for
-// garbage collection to compare with the digests runtime versions use.
+// garbage collection to compare with the digests runtime versions use. With
+// a shared backend those are the shared blobs and the ones this store still
+// has in its directory.
 func (s *Store) Digests(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -477,6 +539,9 @@ func (s *Store) Digests(ctx context.Context) ([]string, error) {
 		if d := "sha256:" + e.Name(); validateDigest(d) == nil {
 			out = append(out, d)
 		}
+	}
+	if s.opts.Shared != nil {
+		return s.sharedDigests(ctx, out)
 	}
 	return out, nil // ReadDir sorts by name
 }
@@ -499,8 +564,50 @@ func (rf ref) object(i int) Object {
 	return Object{Bucket: rf.Bucket, Key: rf.Key, Digest: v.Digest, Size: v.Size, Modified: v.Modified}
 }
 
+// addVersion makes obj the current version of rf, which it names.
+func (rf *ref) addVersion(obj Object) {
+	rf.Bucket, rf.Key = obj.Bucket, obj.Key
+	rf.Versions = slices.DeleteFunc(rf.Versions, func(v version) bool { return v.Digest == obj.Digest })
+	rf.Versions = slices.Insert(rf.Versions, 0, version{Digest: obj.Digest, Size: obj.Size, Modified: obj.Modified})
+	rf.Versions = rf.Versions[:min(len(rf.Versions), maxHistory)]
+}
+
+// getRef returns the ref of bucket and key, from the shared backend if
+// there is one.
+func (s *Store) getRef(ctx context.Context, bucket, key string) (ref, error) {
+	if s.opts.Shared != nil {
+		return s.getSharedRef(ctx, bucket, key)
+	}
+	return s.readRef(bucket, key)
+}
+
 func (s *Store) readRef(bucket, key string) (ref, error) {
 	return readRefFile(s.refPath(bucket, key))
+}
+
+// checkBlob reports whether the store holds the blob of digest, in the
+// shared backend if there is one. The error wraps fs.ErrNotExist if not.
+func (s *Store) checkBlob(ctx context.Context, digest string) error {
+	if s.opts.Shared == nil {
+		_, err := os.Stat(s.blobPath(digest))
+		return err
+	}
+	rc, err := s.opts.Shared.OpenBlob(ctx, digest)
+	if err != nil {
+		return err
+	}
+	return rc.Close()
+}
+
+// checkUnused returns an error wrapping ErrInUse if digest is the current
+// object of some bucket and key.
+func (s *Store) checkUnused(ctx context.Context, digest string) error {
+	return s.walkRefs(ctx, func(rf ref) error {
+		if rf.Versions[0].Digest == digest {
+			return fmt.Errorf("current object of %s/%s: %w", rf.Bucket, rf.Key, ErrInUse)
+		}
+		return nil
+	})
 }
 
 func readRefFile(p string) (ref, error) {
@@ -559,6 +666,22 @@ func (s *Store) writeRef(rf ref) error {
 
 // walkRefs calls fn with every ref in the store and stops at its first error.
 func (s *Store) walkRefs(ctx context.Context, fn func(ref) error) error {
+	if s.opts.Shared != nil {
+		docs, err := s.opts.Shared.Refs(ctx)
+		if err != nil {
+			return fmt.Errorf("list shared refs: %w", err)
+		}
+		for _, b := range docs {
+			rf, err := parseRef(b)
+			if err != nil {
+				return err
+			}
+			if err := fn(rf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	buckets, err := os.ReadDir(s.path("refs"))
 	if err != nil {
 		return err

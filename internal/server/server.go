@@ -204,7 +204,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.closers = append(s.closers, func() { st.Close() })
 	s.storeName = where
 
-	arts, err := artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), artifact.Options{})
+	var artOpts artifact.Options
+	if pst, ok := st.(*postgres.Store); ok {
+		// Replicas on one database share their code bundles through it,
+		// so that any replica can serve a bundle uploaded through another.
+		artOpts.Shared = pst
+	}
+	arts, err := artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), artOpts)
 	if err != nil {
 		return nil, fmt.Errorf("open artifact store: %w", err)
 	}

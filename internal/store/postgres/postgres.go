@@ -218,23 +218,37 @@ func migrationFS() fs.FS {
 	return sub
 }
 
-// migrate brings the schema up to the newest migration in fsys, whose files
-// are named NNNN_description.sql and numbered from 0001 without gaps.
+// migrate brings the schema up to date with the migrations in fsys, whose
+// files are named NNNN_description.sql, each with a number of its own.
 //
-// Applied migrations are rows of schema_migrations. The pending ones and
-// their rows commit in one transaction (PostgreSQL's DDL is
-// transactional), which first takes an advisory lock, so that two Berth
-// processes starting at once on an empty database migrate one after the
-// other: the second finds the schema current.
+// Applied migrations are rows of schema_migrations. Each migration is
+// applied once, in the order of the numbers. Numbers may have gaps, and a
+// migration numbered below one already applied is still applied: migrations
+// written at the same time on different branches, independent of each
+// other, then apply whichever reached a database first. A database with a
+// migration this build does not know is refused.
+//
+// The pending migrations and their rows commit in one transaction
+// (PostgreSQL's DDL is transactional), which first takes an advisory lock,
+// so that two Berth processes starting at once on an empty database migrate
+// one after the other: the second finds the schema current.
 func migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
 	names, err := fs.Glob(fsys, "*.sql") // sorted
 	if err != nil {
 		return fmt.Errorf("list migrations: %w", err)
 	}
-	for i, name := range names {
-		if want := fmt.Sprintf("%04d_", i+1); !strings.HasPrefix(name, want) {
-			return fmt.Errorf("migration %s: name must start with %s", name, want)
+	known := make(map[int]string, len(names))
+	numbers := make([]int, 0, len(names))
+	for _, name := range names {
+		n, err := migrationNumber(name)
+		if err != nil {
+			return err
 		}
+		if other, ok := known[n]; ok {
+			return fmt.Errorf("migrations %s and %s have the same number", other, name)
+		}
+		known[n] = name
+		numbers = append(numbers, n) // ascending: names sort by their number
 	}
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
@@ -256,17 +270,35 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
 	if err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	var have int
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+	rows, err := tx.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if have > len(names) {
-		return fmt.Errorf("database schema version %d is newer than version %d that this build knows; use a newer Berth", have, len(names))
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
 	}
-	if have == len(names) {
-		return nil
+	newest := 0
+	if len(numbers) > 0 {
+		newest = numbers[len(numbers)-1]
 	}
-	for i, name := range names[have:] {
+	done := make(map[int]bool, len(applied))
+	for _, v := range applied {
+		if v > newest {
+			return fmt.Errorf("database schema version %d is newer than version %d that this build knows; use a newer Berth", v, newest)
+		}
+		if _, ok := known[v]; !ok {
+			return fmt.Errorf("database schema has migration %d, which this build does not know; use a newer Berth", v)
+		}
+		done[v] = true
+	}
+	pending := 0
+	for _, n := range numbers {
+		if done[n] {
+			continue
+		}
+		pending++
+		name := known[n]
 		script, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return fmt.Errorf("read migration: %w", err)
@@ -276,14 +308,28 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
 		if _, err := tx.Exec(ctx, string(script)); err != nil {
 			return fmt.Errorf("apply migration %s: %w", name, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, have+i+1, name); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, n, name); err != nil {
 			return fmt.Errorf("record migration %s: %w", name, err)
 		}
+	}
+	if pending == 0 {
+		return nil
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit migration: %w", err)
 	}
 	return nil
+}
+
+// migrationNumber returns the number that a migration's file name,
+// NNNN_description.sql, starts with.
+func migrationNumber(name string) (int, error) {
+	num, desc, ok := strings.Cut(name, "_")
+	n, err := strconv.Atoi(num)
+	if !ok || len(num) != 4 || strings.Trim(num, "0123456789") != "" || err != nil || n < 1 || desc == ".sql" {
+		return 0, fmt.Errorf("migration %s: name must be NNNN_description.sql, numbered from 0001", name)
+	}
+	return n, nil
 }
 
 // classify maps PostgreSQL's constraint errors to the store's: a taken

@@ -66,6 +66,7 @@ func schema(t *testing.T, pool *pgxpool.Pool) (migrations, tables string) {
 func TestMigrate(t *testing.T) {
 	one := &fstest.MapFile{Data: []byte("CREATE TABLE a (x integer); CREATE TABLE b (y integer);")}
 	two := &fstest.MapFile{Data: []byte("-- adds c\nCREATE TABLE c (z integer);")}
+	three := &fstest.MapFile{Data: []byte("CREATE TABLE e (w integer);")}
 	broken := &fstest.MapFile{Data: []byte("CREATE TABLE d (z integer); CREATE TABLE oops (")}
 	for _, tc := range []struct {
 		name           string
@@ -107,9 +108,38 @@ func TestMigrate(t *testing.T) {
 			wantMigrations: "1:0001_ab.sql,2:0002_c.sql", wantTables: "a,b,c",
 		},
 		{
-			name:    "gap in numbers",
-			fsys:    fstest.MapFS{"0001_ab.sql": one, "0003_c.sql": two},
-			wantErr: "migration 0003_c.sql: name must start with 0002_",
+			// Migrations from branches written at the same time.
+			name:           "gap in numbers",
+			fsys:           fstest.MapFS{"0001_ab.sql": one, "0003_c.sql": two},
+			wantMigrations: "1:0001_ab.sql,3:0003_c.sql", wantTables: "a,b,c",
+		},
+		{
+			name:           "gap filled later",
+			start:          fstest.MapFS{"0001_ab.sql": one, "0003_c.sql": two},
+			fsys:           fstest.MapFS{"0001_ab.sql": one, "0002_e.sql": three, "0003_c.sql": two},
+			wantMigrations: "1:0001_ab.sql,2:0002_e.sql,3:0003_c.sql", wantTables: "a,b,c,e",
+		},
+		{
+			name:           "unknown migration in the database",
+			start:          fstest.MapFS{"0001_ab.sql": one, "0002_e.sql": three, "0003_c.sql": two},
+			fsys:           fstest.MapFS{"0001_ab.sql": one, "0003_c.sql": two},
+			wantErr:        "has migration 2, which this build does not know",
+			wantMigrations: "1:0001_ab.sql,2:0002_e.sql,3:0003_c.sql", wantTables: "a,b,c,e",
+		},
+		{
+			name:    "same number twice",
+			fsys:    fstest.MapFS{"0001_ab.sql": one, "0001_c.sql": two},
+			wantErr: "migrations 0001_ab.sql and 0001_c.sql have the same number",
+		},
+		{
+			name:    "bad name",
+			fsys:    fstest.MapFS{"0001_ab.sql": one, "+002_c.sql": two},
+			wantErr: "migration +002_c.sql: name must be NNNN_description.sql",
+		},
+		{
+			name:    "number zero",
+			fsys:    fstest.MapFS{"0000_ab.sql": one},
+			wantErr: "migration 0000_ab.sql: name must be",
 		},
 		{
 			name: "no migrations",
@@ -145,10 +175,10 @@ func TestEmbeddedMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	migrations, tables := schema(t, pool)
-	if want := "endpoints,idempotency,replicas,runtimes,sessions,versions"; tables != want {
+	if want := "artifact_blobs,artifact_chunks,artifact_refs,endpoints,idempotency,replicas,runtimes,sessions,versions"; tables != want {
 		t.Errorf("tables %q, want %q", tables, want)
 	}
-	if want := "1:0001_init.sql,2:0002_sessions.sql"; migrations != want {
+	if want := "1:0001_init.sql,2:0002_sessions.sql,3:0003_artifacts.sql"; migrations != want {
 		t.Errorf("migrations %q, want %q", migrations, want)
 	}
 }
