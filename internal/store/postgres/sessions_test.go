@@ -72,10 +72,10 @@ func TestUpgradeSessions(t *testing.T) {
 	s := openStore(t, dsn)
 	defer s.Close()
 	migrations, tables := schema(t, pool)
-	if want := "1:0001_init.sql,2:0002_sessions.sql"; migrations != want {
+	if want := "1:0001_init.sql,2:0002_sessions.sql,3:0003_artifacts.sql"; migrations != want {
 		t.Errorf("migrations after the upgrade %q, want %q", migrations, want)
 	}
-	if want := "endpoints,idempotency,replicas,runtimes,sessions,versions"; tables != want {
+	if want := "artifact_blobs,artifact_chunks,artifact_refs,endpoints,idempotency,replicas,runtimes,sessions,versions"; tables != want {
 		t.Errorf("tables after the upgrade %q, want %q", tables, want)
 	}
 	err = s.View(ctx, func(tx store.Tx) error {
