@@ -448,7 +448,11 @@ func TestRBAC(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 
-		if err := sb.Stop(t.Context()); err != nil {
+		// Bounded: the driver waits for the pod to go by getting it, and
+		// would wait for ever if it could not.
+		stopCtx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		if err := sb.Stop(stopCtx); err != nil {
 			t.Fatalf("stop the sandbox as %s: %v", account, err)
 		}
 		if _, err := c.client.CoreV1().Pods(names.sandboxes).Get(t.Context(), pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
