@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +60,18 @@ func TestDeploymentFlags(t *testing.T) {
 		out, err := exec.Command(bin, append(slices.Clone(args), "--help")...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Usage:") {
 			t.Errorf("berth %s --help: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		// Environment variables: Berth's own must be ones it reads (its
+		// help names each), the others must be used by the args.
+		for _, e := range c.Env {
+			switch {
+			case strings.HasPrefix(e.Name, "BERTH_") || strings.HasPrefix(e.Name, "PG"):
+				if !regexp.MustCompile(`\b` + regexp.QuoteMeta(e.Name) + `\b`).Match(out) {
+					t.Errorf("env %s: berth server --help does not mention it", e.Name)
+				}
+			case !slices.ContainsFunc(c.Args, func(a string) bool { return strings.Contains(a, "$("+e.Name+")") }):
+				t.Errorf("env %s: no argument uses it", e.Name)
+			}
 		}
 		out, err = exec.Command(bin, append(slices.Clone(args), "--no-such-flag=1", "--help")...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "unknown flag: --no-such-flag") {
