@@ -226,6 +226,7 @@ func TestDeploymentRuns(t *testing.T) {
 	// Both replicas ready: the probes on /berth/v1/health answer, so each
 	// has opened the store and the driver (in-cluster, as the
 	// ServiceAccount) and cleaned up its owner's pods.
+	applied := time.Now()
 	pods := c.client.CoreV1().Pods(names.berth)
 	selector := metav1.FormatLabelSelector(deployment.Spec.Selector)
 	deadline := time.Now().Add(3 * time.Minute)
@@ -235,6 +236,7 @@ func TestDeploymentRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d.Status.ReadyReplicas == 2 {
+			t.Logf("2 replicas ready %v after the Deployment was created", time.Since(applied).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
@@ -307,9 +309,11 @@ func TestDeploymentRuns(t *testing.T) {
 	}
 	session := map[string]string{"Content-Type": "application/json", "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "deploy-test-session-0000000000000000000"}
 	invoke := base + "/runtimes/" + url.PathEscape(rt.AgentRuntimeArn)
+	invoked := time.Now()
 	if code, body := s.do(t, http.MethodPost, invoke+"/invocations", []byte(`{"op":"echo","prompt":"hi from the Deployment"}`), session); code != http.StatusOK || !strings.Contains(body, "hi from the Deployment") {
 		t.Fatalf("invoke: %d %s", code, body)
 	}
+	t.Logf("first call of a session (a new sandbox pod) through the in-cluster Berth: %v", time.Since(invoked).Round(time.Millisecond))
 	sandboxes, err := c.client.CoreV1().Pods(names.sandboxes).List(t.Context(), metav1.ListOptions{})
 	if err != nil || len(sandboxes.Items) != 1 {
 		t.Fatalf("sandbox pods: %v, %v; want the session's one", sandboxes, err)
