@@ -51,10 +51,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +71,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -491,7 +495,7 @@ func (d *Driver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox,
 	}
 	sb.setUID(created.UID)
 	if len(d.opts.AllowFrom) > 0 {
-		if err := d.createPolicy(ctx, spec, created); err != nil {
+		if err := d.createPolicy(ctx, spec, created, bundleURL); err != nil {
 			d.stopQuietly(sb)
 			return nil, fmt.Errorf("start sandbox %q: %w", spec.ID, err)
 		}
@@ -673,8 +677,9 @@ func (d *Driver) runAs(spec sandbox.Spec) (uid, gid int64, groups []int64) {
 
 // createPolicy creates the NetworkPolicy that admits only Berth to the
 // sandbox's pod and lets it connect nowhere unless its network mode allows
-// it. The pod owns it, so it goes with the pod.
-func (d *Driver) createPolicy(ctx context.Context, spec sandbox.Spec, pod *corev1.Pod) error {
+// it, but for the init container's fetch of bundleURL (if not empty). The
+// pod owns it, so it goes with the pod.
+func (d *Driver) createPolicy(ctx context.Context, spec sandbox.Spec, pod *corev1.Pod, bundleURL string) error {
 	var from []networkingv1.NetworkPolicyPeer
 	for _, c := range d.opts.AllowFrom {
 		from = append(from, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: c}})
@@ -689,6 +694,13 @@ func (d *Driver) createPolicy(ctx context.Context, spec sandbox.Spec, pod *corev
 		for _, dst := range spec.Network.Allow {
 			to := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: dst.Prefix.String()}}
 			egress = append(egress, networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{to}})
+		}
+	}
+	if len(types) == 2 && bundleURL != "" {
+		// The init container must reach the bundle server, whatever the
+		// agent may reach. Once the agent runs its URL is withdrawn.
+		if rule, ok := egressTo(bundleURL); ok {
+			egress = append(egress, rule)
 		}
 	}
 	yes := true
@@ -887,4 +899,33 @@ func randomHex(n int) string {
 	buf := make([]byte, n)
 	rand.Read(buf)
 	return hex.EncodeToString(buf)
+}
+
+// egressTo returns the egress rule that lets a pod connect to the host and
+// port of rawURL, if its host is an IP address (a policy cannot name hosts).
+func egressTo(rawURL string) (networkingv1.NetworkPolicyEgressRule, bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return networkingv1.NetworkPolicyEgressRule{}, false
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return networkingv1.NetworkPolicyEgressRule{}, false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443"}[u.Scheme]
+		if port == "" {
+			port = "80"
+		}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return networkingv1.NetworkPolicyEgressRule{}, false
+	}
+	tcp, p := corev1.ProtocolTCP, intstr.FromInt32(int32(n))
+	return networkingv1.NetworkPolicyEgressRule{
+		To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}}},
+		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}},
+	}, true
 }
