@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/telemetry"
 )
 
@@ -139,6 +141,7 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		go func() {
 			defer m.wg.Done()
 			m.adoptLog(s)
+			m.labelClaimed(s)
 		}()
 		m.watch(s)
 		// The pool is refilled once this first call is done (or at the
@@ -171,6 +174,22 @@ func (m *Manager) adoptLog(s *Session) {
 	if err := telemetry.WriteSessionInfo(dir, telemetry.SessionInfo{RuntimeID: s.RuntimeID, SessionID: s.ID,
 		Version: s.Version, StartedAt: s.CreatedAt.UTC()}); err != nil {
 		m.log.Warn("record session log info", "err", err)
+	}
+}
+
+// labelClaimed labels a claimed sandbox with its session, if its driver
+// can relabel sandboxes (a pod then says which session it serves). Like
+// adoptLog, it runs beside the session's first call: it is a call to
+// another service, and the session works without it.
+func (m *Manager) labelClaimed(s *Session) {
+	l, ok := s.sb.(sandbox.Labeler)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := l.SetLabels(ctx, map[string]string{"session": s.ID}); err != nil && s.ctx.Err() == nil {
+		m.log.Warn("label a claimed warm sandbox with its session", "runtime", s.RuntimeID, "session", s.ID, "err", err)
 	}
 }
 

@@ -345,11 +345,14 @@ func (m *Manager) startSandbox(s *Session) error {
 	defer stderr.Close()
 
 	t := s.target
+	labels := map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version)}
+	if s.ID != "" { // a warm sandbox's session is labelled when claimed
+		labels["session"] = s.ID
+	}
 	sb, err := m.driver.Start(s.ctx, sandbox.Spec{
 		ID: "berth-" + rand.Text()[:20], Args: t.Args, Env: t.Env, CodeDir: t.CodeDir, WorkDir: t.WorkDir,
 		RootLayers: t.RootLayers, User: t.User, Limits: t.Limits, Network: t.Network, Runtime: t.OCIRuntime,
-		Labels: map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version), "session": s.ID},
-		Stdout: stdout, Stderr: stderr,
+		Labels: labels, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
