@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -104,7 +105,7 @@ func (b *bench) kubeRun(ctx context.Context) (err error) {
 		return err
 	}
 	stopped = true
-	return b.kubeMany(ctx, c, srv, rt)
+	return b.kubeMany(ctx, c, srv, d, rt)
 }
 
 // kubeConnect reaches the cluster and makes the run's namespace.
@@ -327,83 +328,175 @@ func (b *bench) kubeWarm(ctx context.Context, c *kubeCluster, kube *berth, rt ag
 }
 
 // kubeMany starts many sessions at once, one pod each, waits until all
-// answer, then shuts the server down, which must delete every pod.
-func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, rt agentRuntime) (err error) {
+// answer, then shuts the server down, which must delete every pod. The
+// floor does the same with the driver alone, first.
+func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kubernetes.Driver, rt agentRuntime) (err error) {
 	n := b.cfg.KubeSessions
 	t := b.rep.section(fmt.Sprintf("Kubernetes: %d concurrent sessions", n), fmt.Sprintf(
-		"%d new sessions of the Go agent started at once (each its first `{\"op\":\"echo\"}` call, all in flight "+
-			"together, no keep-alive), one pod each, on the one node; then the server shuts down, which must "+
-			"delete every pod. *all answering*: from the first call sent until the last first answer arrived; "+
-			"*first answer*: per session, its call until the first byte of its answer; *pods running*: the "+
-			"run's pods the API server lists as Running once all have answered.", n),
-		"sessions", "errors", "all answering", "first answer p50", "p90", "p99", "max", "sessions/s", "pods running", "shutdown: all pods gone")
+		"*Berth*: %d new sessions of the Go agent started at once (each its first `{\"op\":\"echo\"}` call, all in "+
+			"flight together, no keep-alive), one pod each, on the one node; then the server shuts down, which must "+
+			"delete every pod. *floor (by hand)*: before it, %d pods of the same agent and spec started at once with "+
+			"the kubernetes driver alone, each polled on /ping every millisecond until its first call answers, then "+
+			"all stopped at once. *all answering*: from the start until the last first answer arrived; *first answer*: "+
+			"per session, from its start until the first byte of its first answer; *pods running*: the run's pods the "+
+			"API server lists as Running once all have answered; *all pods gone*: from the shutdown (Berth) or the "+
+			"stops (floor) until every pod is deleted.", n, n),
+		"path", "sessions", "errors", "all answering", "first answer min", "p50", "p90", "p99", "sessions/s", "pods running", "all pods gone after")
 	defer b.rep.done(t)
 	target := kubeSessionsTarget(n)
 	goal := fmt.Sprintf("%d live, 0 errors", n)
-	var stopErr error
 	stopped := false
-	stop := func() time.Duration {
-		stopped = true
-		begin := time.Now()
-		stopErr = srv.stop()
-		return time.Since(begin)
-	}
 	defer func() {
 		if !stopped {
 			err = errors.Join(err, srv.stop())
 		}
 	}()
+	row := func(path string, times []time.Duration, failed int, all time.Duration, running int, gone string) {
+		if len(times) == 0 {
+			times = []time.Duration{0}
+		}
+		t.add(path, strconv.Itoa(n), strconv.Itoa(failed), ms(all), ms(slices.Min(times)), ms(pct(times, 50)), ms(pct(times, 90)),
+			ms(pct(times, 99)), fmt.Sprintf("%.1f", float64(n-failed)/all.Seconds()), strconv.Itoa(running), gone)
+		fmt.Fprintf(b.cfg.Out, "  kubernetes %d at once, %s: %d failed, all answering after %s, p50 %s p99 %s, %d pods running; all gone after %s\n",
+			n, path, failed, ms(all), ms(pct(times, 50)), ms(pct(times, 99)), running, gone)
+	}
+	running := func() (int, error) {
+		pods, err := c.ownPods(ctx, "")
+		if err != nil {
+			return 0, err
+		}
+		r := 0
+		for _, p := range pods {
+			if p.Status.Phase == corev1.PodRunning {
+				r++
+			}
+		}
+		return r, nil
+	}
+	// gone describes how long it took until no pod of the run was left.
+	gone := func(took time.Duration, stopErr error) (string, error) {
+		left, err := c.ownPods(context.WithoutCancel(ctx), "")
+		switch {
+		case errors.Join(stopErr, err) != nil:
+			return "error", errors.Join(stopErr, err)
+		case len(left) > 0:
+			return fmt.Sprintf("%d pods left", len(left)), fmt.Errorf("%d pods left, e.g. %s", len(left), left[0].Name)
+		}
+		return ms(took), nil
+	}
 
-	cl := newClient(strings.TrimPrefix(srv.base, "http://"), false)
+	// The floor: pods by hand.
 	begin := time.Now()
-	times, failed, firstErr := startSessions(ctx, cl, rt, n, n)
+	times, sbs, failed, firstErr := startManyByHand(ctx, d, b.goAgent, n)
 	all := time.Since(begin)
+	if failed > 0 {
+		t.note("floor: %d of %d pods failed to answer; the first: %v", failed, n, firstErr)
+	}
+	floorRunning, err := running()
+	if err != nil {
+		return err
+	}
+	begin = time.Now()
+	stopErr := stopAll(context.WithoutCancel(ctx), sbs)
+	floorGone, err := gone(time.Since(begin), stopErr)
+	row("floor (by hand)", times, failed, all, floorRunning, floorGone)
+	if err != nil {
+		b.rep.fail(t, fmt.Errorf("floor: %w", err))
+		return err
+	}
+
+	// Berth.
+	cl := newClient(strings.TrimPrefix(srv.base, "http://"), false)
+	begin = time.Now()
+	times, failed, firstErr = startSessions(ctx, cl, rt, n, n)
+	all = time.Since(begin)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if failed > 0 {
-		t.note("%d of %d sessions failed to start; the first: %v", failed, n, firstErr)
+		t.note("Berth: %d of %d sessions failed to start; the first: %v", failed, n, firstErr)
 	}
 	live, err := cl.liveSessions(ctx)
 	if err != nil {
 		return err
 	}
-	pods, err := c.ownPods(ctx, "")
+	berthRunning, err := running()
 	if err != nil {
 		return err
 	}
-	running := 0
-	for _, p := range pods {
-		if p.Status.Phase == corev1.PodRunning {
-			running++
+	stopped = true
+	begin = time.Now()
+	stopErr = srv.stop()
+	berthGone, goneErr := gone(time.Since(begin), stopErr)
+	row("Berth", times, failed, all, berthRunning, berthGone)
+	t.note("Berth counted %d live sessions once all had answered", live)
+	ok := failed == 0 && live == n && berthRunning == n && goneErr == nil
+	left := 0
+	if goneErr != nil {
+		left = -1
+		if l, err := c.ownPods(context.WithoutCancel(ctx), ""); err == nil {
+			left = len(l)
 		}
 	}
-	shutdown := stop()
-	left, lerr := c.ownPods(context.WithoutCancel(ctx), "")
-	gone := ms(shutdown)
-	switch {
-	case stopErr != nil:
-		gone = "error: " + stopErr.Error()
-	case lerr != nil:
-		gone = "error: " + lerr.Error()
-	case len(left) > 0:
-		gone = fmt.Sprintf("%d pods left", len(left))
+	b.rep.check(target, goal, fmt.Sprintf("%d live, %d errors, %d pods left after shutdown", live, failed, left), ok)
+	if goneErr != nil {
+		b.rep.fail(t, goneErr)
 	}
-	if len(times) == 0 {
-		times = []time.Duration{0}
+	return goneErr
+}
+
+// startManyByHand starts n sandboxes of agent a at once with the driver
+// alone and returns, for those that answered, the time from the start
+// until the first byte of their first call, and the sandboxes (to stop).
+func startManyByHand(ctx context.Context, d sandbox.Driver, a agentDef, n int) ([]time.Duration, []sandbox.Sandbox, int, error) {
+	var (
+		mu       sync.Mutex
+		times    []time.Duration
+		sbs      []sandbox.Sandbox
+		failed   int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			start := time.Now()
+			sb, tr, err := startByHand(ctx, d, a, netNone)
+			var took time.Duration
+			if err == nil {
+				_, err = directInvoke(ctx, tr)
+				took = time.Since(start)
+				tr.CloseIdleConnections()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if sb != nil {
+				sbs = append(sbs, sb)
+			}
+			if err != nil {
+				failed++
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			times = append(times, took)
+		})
 	}
-	t.add(strconv.Itoa(n), strconv.Itoa(failed), ms(all), ms(pct(times, 50)), ms(pct(times, 90)), ms(pct(times, 99)),
-		ms(slices.Max(times)), fmt.Sprintf("%.1f", float64(n-failed)/all.Seconds()), strconv.Itoa(running), gone)
-	t.note("Berth counted %d live sessions once all had answered", live)
-	fmt.Fprintf(b.cfg.Out, "  kubernetes %d sessions: %d failed, all answering after %s, p50 %s p99 %s, %d pods running; shutdown %s\n",
-		n, failed, ms(all), ms(pct(times, 50)), ms(pct(times, 99)), running, gone)
-	ok := failed == 0 && live == n && running == n && stopErr == nil && lerr == nil && len(left) == 0
-	b.rep.check(target, goal, fmt.Sprintf("%d live, %d errors, %d pods left after shutdown", live, failed, len(left)), ok)
-	if err := errors.Join(stopErr, lerr); err != nil {
-		return err
+	wg.Wait()
+	return times, sbs, failed, firstErr
+}
+
+// stopAll stops sandboxes at once and waits until all are gone.
+func stopAll(ctx context.Context, sbs []sandbox.Sandbox) error {
+	errs := make([]error, len(sbs))
+	var wg sync.WaitGroup
+	for i, sb := range sbs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			errs[i] = sb.Stop(ctx)
+		})
 	}
-	if len(left) > 0 {
-		return fmt.Errorf("%d pods left after the server shut down, e.g. %s", len(left), left[0].Name)
-	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -137,17 +137,27 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		s.ID = k.sessionID
 		s.CreatedAt = now
 		s.lastUsed.Store(now.UnixNano())
+		// The pool is refilled, and the sandbox labelled with its
+		// session, once this first call is done (the refill may come
+		// sooner, at the next tick): a sandbox starting or a call to the
+		// cluster's API now would compete with the call for the CPU, and
+		// the call is what a caller waits for. Release calls refill once.
+		firstDone := make(chan struct{})
+		s.refill = func() {
+			m.wakePools()
+			close(firstDone)
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.adoptLog(s)
-			m.labelClaimed(s)
+			select {
+			case <-firstDone:
+				m.labelClaimed(s)
+			case <-s.ctx.Done():
+			}
 		}()
 		m.watch(s)
-		// The pool is refilled once this first call is done (or at the
-		// next tick): a sandbox starting now would compete with the call
-		// for the CPU, and the call is what a caller waits for.
-		s.refill = m.wakePools
 		m.opts.Observer.SessionStarted(s.RuntimeID, true, 0, 0)
 		return s
 	}
@@ -178,9 +188,8 @@ func (m *Manager) adoptLog(s *Session) {
 }
 
 // labelClaimed labels a claimed sandbox with its session, if its driver
-// can relabel sandboxes (a pod then says which session it serves). Like
-// adoptLog, it runs beside the session's first call: it is a call to
-// another service, and the session works without it.
+// can relabel sandboxes (a pod then says which session it serves). It runs
+// once the session's first call is done; the session works without it.
 func (m *Manager) labelClaimed(s *Session) {
 	l, ok := s.sb.(sandbox.Labeler)
 	if !ok {

@@ -95,6 +95,11 @@ func TestWarmPoolLabels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Labelling waits until the first call is done.
+			time.Sleep(20 * time.Millisecond)
+			if n := d.labelCalls(); n != 0 {
+				t.Errorf("the claimed sandbox was relabelled %d times during its first call", n)
+			}
 			s.Release()
 			if p := waitPool(t, m, func(p PoolInfo) bool { return p.Claimed == 1 }); p.Claimed != 1 {
 				t.Fatalf("pool %+v: the session did not claim the warm sandbox", p)
