@@ -360,7 +360,9 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 		fmt.Fprintf(b.cfg.Out, "  kubernetes %d at once, %s: %d failed, all answering after %s, p50 %s p99 %s, %d pods running; all gone after %s\n",
 			n, path, failed, ms(all), ms(pct(times, 50)), ms(pct(times, 99)), running, gone)
 	}
-	running := func() (int, error) {
+	// running counts the run's running pods, and notes where their start
+	// time went.
+	running := func(path string) (int, error) {
 		pods, err := c.ownPods(ctx, "")
 		if err != nil {
 			return 0, err
@@ -371,6 +373,7 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 				r++
 			}
 		}
+		t.note("%s: %s", path, podPhases(pods))
 		return r, nil
 	}
 	// gone describes how long it took until no pod of the run was left.
@@ -392,7 +395,7 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 	if failed > 0 {
 		t.note("floor: %d of %d pods failed to answer; the first: %v", failed, n, firstErr)
 	}
-	floorRunning, err := running()
+	floorRunning, err := running("floor (by hand)")
 	if err != nil {
 		return err
 	}
@@ -420,7 +423,7 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 	if err != nil {
 		return err
 	}
-	berthRunning, err := running()
+	berthRunning, err := running("Berth")
 	if err != nil {
 		return err
 	}
@@ -443,6 +446,39 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 		b.rep.fail(t, goneErr)
 	}
 	return goneErr
+}
+
+// podPhases says where pods' start went: for each step, the time from a
+// pod's creation until the condition that marks it (to the second, as the
+// API server keeps it), p50 and max over the pods.
+func podPhases(pods []corev1.Pod) string {
+	steps := []struct {
+		name string
+		cond corev1.PodConditionType
+	}{
+		{"scheduled", corev1.PodScheduled},
+		{"pod sandbox and network ready", corev1.PodReadyToStartContainers},
+		{"code bundle fetched (init container done)", corev1.PodInitialized},
+		{"agent running", corev1.ContainersReady},
+	}
+	var parts []string
+	for _, st := range steps {
+		var d []time.Duration
+		for _, p := range pods {
+			for _, c := range p.Status.Conditions {
+				if c.Type == st.cond && c.Status == corev1.ConditionTrue {
+					d = append(d, c.LastTransitionTime.Sub(p.CreationTimestamp.Time))
+				}
+			}
+		}
+		if len(d) == 0 {
+			parts = append(parts, st.name+" not reported")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s after %s (p50), %s (max)", st.name,
+			pct(d, 50).Round(time.Second), slices.Max(d).Round(time.Second)))
+	}
+	return fmt.Sprintf("from their creation, %d pods were %s", len(pods), strings.Join(parts, "; "))
 }
 
 // startManyByHand starts n sandboxes of agent a at once with the driver
