@@ -49,6 +49,14 @@ func TestParseConfig(t *testing.T) {
 		}},
 		{name: "unknown cold network", args: []string{"-cold-networks", "none,bridge"}, wantErr: `-cold-networks: unknown network mode "bridge"`},
 		{name: "unknown density network", args: []string{"-density-network", "allowlist"}, wantErr: `-density-network "allowlist"`},
+		{name: "kubernetes", args: []string{"-quick", "-kubeconfig", "/k/config", "-kube-host-ip", "10.1.0.1"}, check: func(t *testing.T, c config) {
+			if !c.runs(secKube) || c.Kubeconfig != "/k/config" || c.KubeHostIP != "10.1.0.1" || c.KubeCold != 3 || c.KubeSessions != 10 {
+				t.Errorf("kubernetes: %+v", c)
+			}
+		}},
+		{name: "kubernetes sessions", args: []string{"-kube-sessions", "0"}, wantErr: "-kube-sessions 0"},
+		{name: "kubernetes cold samples", args: []string{"-kube-cold", "0"}, wantErr: "-kube-cold 0"},
+		{name: "kubernetes host address", args: []string{"-kubeconfig", "/k/config", "-kube-host-ip", "pods.local"}, wantErr: `-kube-host-ip "pods.local"`},
 		{name: "unknown section", args: []string{"-sections", "warm,latency"}, wantErr: `unknown section "latency"`},
 		{name: "bad concurrency", args: []string{"-concurrency", "1,x"}, wantErr: "not a list of integers"},
 		{name: "zero concurrency", args: []string{"-concurrency", "0"}, wantErr: "-concurrency 0"},
@@ -236,7 +244,9 @@ func TestQuickRun(t *testing.T) {
 	results := filepath.Join(dir, "RESULTS.md")
 	profile := filepath.Join(dir, "cpu.pprof")
 	var out strings.Builder
-	cfg, err := parseConfig([]string{"-quick", "-install=false", "-results", results, "-cpuprofile", profile}, &out, io.Discard)
+	// The kubernetes section has a test of its own (TestKubeRun); here it
+	// must skip and say why.
+	cfg, err := parseConfig([]string{"-quick", "-install=false", "-results", results, "-cpuprofile", profile, "-kubeconfig="}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +271,7 @@ func TestQuickRun(t *testing.T) {
 		"### Density", "| 20 | 0 |", "no sandbox cgroup was left",
 		"warm: p50 added over direct", "stream: delay added per frame", "cold start without pool vs floor",
 		"payload: RSS growth", "density: concurrent Go-agent sessions",
+		"### Kubernetes", "skipped: no Kubernetes cluster", "| kubernetes: 10 concurrent pod-backed sessions on one node | 10 live, 0 errors | no cluster | SKIP |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q", want)
@@ -271,6 +282,62 @@ func TestQuickRun(t *testing.T) {
 	}
 	if st, err := os.Stat(profile); err != nil || st.Size() == 0 {
 		t.Errorf("no CPU profile written: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("RESULTS.md:\n%s", md)
+	}
+}
+
+// TestKubeRun runs the kubernetes section with small counts on the test
+// cluster (tools/k8s/k8s-up.sh) and checks that it measured every part and
+// left no pod behind.
+func TestKubeRun(t *testing.T) {
+	kubeconfig := os.Getenv("BERTH_TEST_KUBECONFIG")
+	switch {
+	case testing.Short():
+		t.Skip("a kubernetes run takes half a minute")
+	case kubeconfig == "" || os.Getenv("BERTH_TEST_KUBE_HOST_IP") == "":
+		t.Skip("no Kubernetes cluster: set BERTH_TEST_KUBECONFIG and BERTH_TEST_KUBE_HOST_IP (bash tools/k8s/k8s-up.sh; source $K8S_DIR/env)")
+	case os.Geteuid() != 0:
+		t.Skip("the harness needs root (its local sandbox runs in runc)")
+	}
+	for _, cmd := range []string{"runc", "go"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			t.Skipf("the harness needs %s in PATH", cmd)
+		}
+	}
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("the harness needs /usr/bin/python3 for the Python agent")
+	}
+	results := filepath.Join(t.TempDir(), "RESULTS.md")
+	var out strings.Builder
+	cfg, err := parseConfig([]string{"-sections", "kubernetes", "-results", results, "-kube-cold", "1", "-kube-sessions", "5",
+		"-warm-seq", "10", "-pool-size", "1"}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := run(ctx, cfg); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	data, err := os.ReadFile(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(data)
+	for _, want := range []string{
+		"### Kubernetes: cold start of a pod-backed session", "| floor (by hand) |", "| Berth, no pool |", "| Berth, warm pool |",
+		"### Kubernetes: warm invoke, pod vs local sandbox", "| pod, direct |", "| pod, through Berth |", "| local runc sandbox, through Berth |",
+		"### Kubernetes: 5 concurrent sessions", "| floor (by hand) | 5 | 0 |", "| Berth | 5 | 0 |",
+		"| kubernetes: 5 concurrent pod-backed sessions on one node | 5 live, 0 errors | 5 live, 0 errors, 0 pods left after shutdown | PASS |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("RESULTS.md lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "**error**") {
+		t.Errorf("a section failed")
 	}
 	if t.Failed() {
 		t.Logf("RESULTS.md:\n%s", md)

@@ -114,7 +114,7 @@ func (b *bench) coldRuntime(ctx context.Context, t *table, ociRuntime string) (e
 		if poolErr != nil {
 			b.rep.skipped(poolTarget+" ("+label+")", "≤ 2×", "no warm-pool API in this Berth")
 		} else {
-			pooled, err := b.pooledStarts(ctx, srv, a, mode)
+			pooled, err := b.pooledStarts(ctx, srv, a, mode, b.cfg.Cold)
 			if err != nil {
 				return fmt.Errorf("warm-pool starts of the %s agent: %w", a.name, err)
 			}
@@ -156,8 +156,8 @@ func warmSequential(ctx context.Context, srv *berth, rt agentRuntime, n int) ([]
 }
 
 // pooledStarts deploys the agent with a warm pool, in network mode mode,
-// and measures new sessions' first answers, each once the pool is full.
-func (b *bench) pooledStarts(ctx context.Context, srv *berth, a agentDef, mode string) (_ []time.Duration, err error) {
+// and measures n new sessions' first answers, each once the pool is full.
+func (b *bench) pooledStarts(ctx context.Context, srv *berth, a agentDef, mode string, n int) (_ []time.Duration, err error) {
 	env := networkEnv(mode)
 	env["BERTH_WARM_POOL_SIZE"] = strconv.Itoa(b.cfg.PoolSize)
 	rt, err := srv.deploy(ctx, a, "bench_"+a.name+"_pool", env)
@@ -167,7 +167,7 @@ func (b *bench) pooledStarts(ctx context.Context, srv *berth, a agentDef, mode s
 	// Deleting the runtime releases its pool.
 	defer func() { err = errors.Join(err, srv.deleteRuntime(context.WithoutCancel(ctx), rt.ID)) }()
 	var d []time.Duration
-	for range b.cfg.Cold {
+	for range n {
 		if err := srv.waitPoolFull(ctx, rt.ID, b.cfg.PoolSize); err != nil {
 			return nil, err
 		}

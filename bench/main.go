@@ -13,7 +13,10 @@
 //   - stream: time to the first SSE frame and the delay Berth adds per frame;
 //   - payload: 100 MB in and out, through Berth and direct, and how much the
 //     process hosting Berth grows meanwhile;
-//   - density: many concurrent idle sessions, their memory and start times.
+//   - density: many concurrent idle sessions, their memory and start times;
+//   - kubernetes: pod-backed sessions on a Kubernetes cluster (the test
+//     cluster of tools/k8s): cold starts with and without a warm pod, warm
+//     calls to a pod against a local sandbox, many sessions at once.
 //
 // Berth runs in-process on loopback. The harness needs root and runc:
 //
@@ -27,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -44,9 +48,10 @@ const (
 	secStream  = "stream"
 	secPayload = "payload"
 	secDensity = "density"
+	secKube    = "kubernetes"
 )
 
-var allSections = []string{secWarm, secCold, secStream, secPayload, secDensity}
+var allSections = []string{secWarm, secCold, secStream, secPayload, secDensity, secKube}
 
 // Network modes (BERTH_NETWORK) the harness measures. allowlist costs what
 // outbound does to set up (its rules differ, not their number per packet).
@@ -87,6 +92,11 @@ type config struct {
 	DensityMemory   int64  // density: each sandbox's memory limit, bytes
 	DensityNetwork  string // density: the sessions' network mode (BERTH_NETWORK)
 
+	Kubeconfig   string // kubernetes: the cluster's kubeconfig ("" skips the section)
+	KubeHostIP   string // kubernetes: this host's address that pods reach (code bundles)
+	KubeCold     int    // kubernetes: cold-start samples per row
+	KubeSessions int    // kubernetes: sessions started at once
+
 	Results    string // Markdown file to write ("" for none)
 	CPUProfile string // CPU profile of Berth during the c=32 warm run ("" for none)
 
@@ -104,6 +114,7 @@ var quickFlags = [][2]string{
 	{"streams", "2"}, {"stream-frames", "20"}, {"stream-delay", "5ms"},
 	{"payload-mb", "10"}, {"payload-reps", "1"},
 	{"density", "20"}, {"runtimes", "runc"},
+	{"kube-cold", "3"}, {"kube-sessions", "10"},
 }
 
 func main() {
@@ -166,6 +177,10 @@ func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	fs.IntVar(&cfg.DensityParallel, "density-parallel", 16, "density: session starts in flight at once")
 	fs.StringVar(&cfg.DensityNetwork, "density-network", netNone, "density: the sessions' network mode (BERTH_NETWORK): none or outbound")
 	fs.Int64Var(&densityMiB, "density-memory", 64, "density: memory limit of each sandbox, MiB")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("BERTH_TEST_KUBECONFIG"), "kubernetes: kubeconfig of the cluster; empty skips the section (env BERTH_TEST_KUBECONFIG, which tools/k8s/k8s-up.sh's env file sets)")
+	fs.StringVar(&cfg.KubeHostIP, "kube-host-ip", envOr("BERTH_TEST_KUBE_HOST_IP", "10.244.0.1"), "kubernetes: this host's address that pods reach, where code bundles are served (env BERTH_TEST_KUBE_HOST_IP)")
+	fs.IntVar(&cfg.KubeCold, "kube-cold", 10, "kubernetes: cold-start samples per row")
+	fs.IntVar(&cfg.KubeSessions, "kube-sessions", 100, "kubernetes: sessions (pods) started at once")
 	fs.StringVar(&cfg.Results, "results", "bench/RESULTS.md", "Markdown file to write the results to (empty: none)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process hosting Berth during the c=32 warm run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +208,14 @@ func parseConfig(args []string, out, errOut io.Writer) (config, error) {
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
 	return cfg, cfg.check()
+}
+
+// envOr returns the environment variable key, or def when it is unset.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 func fatalf(format string, args ...any) {
@@ -242,6 +265,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-density-parallel %d: want at least 1", c.DensityParallel)
 	case c.DensityMemory < 16<<20:
 		return errors.New("-density-memory: want at least 16 MiB")
+	case c.KubeCold < 1:
+		return fmt.Errorf("-kube-cold %d: want at least 1", c.KubeCold)
+	case c.KubeSessions < 1 || c.KubeSessions > 10_000:
+		return fmt.Errorf("-kube-sessions %d: want 1 to 10000", c.KubeSessions)
+	case c.runs(secKube) && c.Kubeconfig != "" && net.ParseIP(c.KubeHostIP) == nil:
+		return fmt.Errorf("-kube-host-ip %q: want an IP address", c.KubeHostIP)
 	}
 	return nil
 }

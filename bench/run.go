@@ -86,6 +86,9 @@ func run(ctx context.Context, cfg config) (err error) {
 	if cfg.runs(secDensity) {
 		b.density(ctx)
 	}
+	if cfg.runs(secKube) {
+		b.kube(ctx)
+	}
 
 	b.rep.machine.LoadEnd = loadAverage()
 	b.rep.printSummary()

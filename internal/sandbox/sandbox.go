@@ -175,6 +175,16 @@ type StatsReader interface {
 	Stats() (Stats, error)
 }
 
+// Labeler is implemented by sandboxes whose labels (Spec.Labels) can
+// change after Start, so that what they say stays true when a sandbox
+// started for one purpose serves another: a warm sandbox, started for no
+// session, is labelled with the session that claims it.
+type Labeler interface {
+	// SetLabels adds labels to the sandbox's, replacing those of the same
+	// keys. Keys are made of [a-z0-9-], as in Spec.Labels.
+	SetLabels(ctx context.Context, labels map[string]string) error
+}
+
 // Driver starts sandboxes.
 type Driver interface {
 	// Start creates and starts a sandbox. It returns once the agent process

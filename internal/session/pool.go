@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/telemetry"
 )
 
@@ -136,16 +138,27 @@ func (m *Manager) claim(k key, t *Target) *Session {
 		s.claimed = true
 		s.CreatedAt = now
 		s.lastUsed.Store(now.UnixNano())
+		// The pool is refilled, and the sandbox labelled with its
+		// session, once this first call is done (the refill may come
+		// sooner, at the next tick): a sandbox starting or a call to the
+		// cluster's API now would compete with the call for the CPU, and
+		// the call is what a caller waits for. Release calls refill once.
+		firstDone := make(chan struct{})
+		s.refill = func() {
+			m.wakePools()
+			close(firstDone)
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.adoptLog(s)
+			select {
+			case <-firstDone:
+				m.labelClaimed(s)
+			case <-s.ctx.Done():
+			}
 		}()
 		m.watch(s)
-		// The pool is refilled once this first call is done (or at the
-		// next tick): a sandbox starting now would compete with the call
-		// for the CPU, and the call is what a caller waits for.
-		s.refill = m.wakePools
 		m.opts.Observer.SessionStarted(s.RuntimeID, true, 0, 0)
 		return s
 	}
@@ -172,6 +185,21 @@ func (m *Manager) adoptLog(s *Session) {
 	if err := telemetry.WriteSessionInfo(dir, telemetry.SessionInfo{RuntimeID: s.RuntimeID, SessionID: s.ID,
 		Version: s.Version, StartedAt: s.CreatedAt.UTC()}); err != nil {
 		m.log.Warn("record session log info", "err", err)
+	}
+}
+
+// labelClaimed labels a claimed sandbox with its session, if its driver
+// can relabel sandboxes (a pod then says which session it serves). It runs
+// once the session's first call is done; the session works without it.
+func (m *Manager) labelClaimed(s *Session) {
+	l, ok := s.sb.(sandbox.Labeler)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := l.SetLabels(ctx, map[string]string{"session": s.ID}); err != nil && s.ctx.Err() == nil {
+		m.log.Warn("label a claimed warm sandbox with its session", "runtime", s.RuntimeID, "session", s.ID, "err", err)
 	}
 }
 

@@ -434,7 +434,10 @@ func (m *Manager) startSandbox(s *Session) error {
 	defer stderr.Close()
 
 	t := s.target
-	labels := map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version), "session": s.ID}
+	labels := map[string]string{"runtime": s.RuntimeID, "version": strconv.Itoa(s.Version)}
+	if s.ID != "" { // a warm sandbox's session is labelled when claimed
+		labels["session"] = s.ID
+	}
 	if m.shared() {
 		labels[LabelReplica] = m.opts.Replica
 	}

@@ -146,6 +146,7 @@ authorization: {mode: AlwaysAllow}
 cgroupDriver: cgroupfs
 failCgroupV1: false   # cgroup v1 here; newer kubelets refuse it unless told
 podPidsLimit: $POD_PIDS_LIMIT   # Kubernetes has no per-pod pids limit in the pod spec: this caps every pod
+maxPods: 200   # the default 110 leaves little beside the bench's 100 sessions; the /24 of the CNI has 253 addresses
 containerRuntimeEndpoint: unix://$D/containerd/containerd.sock
 failSwapOn: false
 address: 127.0.0.1

@@ -199,6 +199,10 @@ type Driver struct {
 	ids       map[string]bool     // sandbox ids in use
 }
 
+// Pods can be relabelled: a warm pod, started for no session, is labelled
+// with the session that claims it.
+var _ sandbox.Labeler = (*Sandbox)(nil)
+
 // New connects to the cluster and returns a driver. It fails with
 // sandbox.ErrUnavailable when the API server cannot be reached.
 func New(opts Options) (*Driver, error) {
@@ -714,7 +718,12 @@ func (d *Driver) createPolicy(ctx context.Context, spec sandbox.Spec, pod *corev
 			}},
 		},
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: pod.Labels},
+			// By the labels that name the sandbox alone: the others may
+			// change (a warm pod is labelled with the session that claims
+			// it), and a policy whose selector no longer matched would
+			// stop applying.
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{
+				LabelManagedBy: pod.Labels[LabelManagedBy], LabelSandbox: pod.Labels[LabelSandbox]}},
 			PolicyTypes: types,
 			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: from}},
 			Egress:      egress,

@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -115,6 +117,49 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	s.closeOutput()
 	s.d.forget(s)
 	return nil
+}
+
+// SetLabels adds labels to the pod's, as Start does with Spec.Labels: each
+// becomes the annotation berth.run/<key>, and the label berth.run/<key>
+// where its value fits in one (where it does not, a label of that key is
+// removed rather than left saying something else). It is one JSON merge
+// patch, made only if the pod still has the uid it was created with.
+func (s *Sandbox) SetLabels(ctx context.Context, labels map[string]string) error {
+	s.mu.Lock()
+	uid := s.uid
+	s.mu.Unlock()
+	patch, err := labelPatch(uid, labels)
+	if err != nil {
+		return fmt.Errorf("label sandbox %s: %w", s.id, err)
+	}
+	if _, err := s.d.client.CoreV1().Pods(s.d.opts.Namespace).Patch(ctx, s.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("label sandbox %s: patch pod %s: %w", s.id, s.name, err)
+	}
+	return nil
+}
+
+// labelPatch is the JSON merge patch that gives a pod labels (see
+// SetLabels). Naming the uid makes the patch fail on another pod of the
+// same name, since a pod's uid cannot change.
+func labelPatch(uid types.UID, labels map[string]string) ([]byte, error) {
+	podLabels := map[string]any{}
+	annotations := map[string]any{}
+	for k, v := range labels {
+		if !labelKeyPattern.MatchString(k) {
+			return nil, fmt.Errorf("label %q: want 1 to 40 characters of [a-z0-9-]", k)
+		}
+		annotations["berth.run/"+k] = v
+		if validLabelValue(v) == "" {
+			podLabels["berth.run/"+k] = v
+		} else {
+			podLabels["berth.run/"+k] = nil // null deletes
+		}
+	}
+	meta := map[string]any{"labels": podLabels, "annotations": annotations}
+	if uid != "" {
+		meta["uid"] = uid
+	}
+	return json.Marshal(map[string]any{"metadata": meta})
 }
 
 func (s *Sandbox) setUID(uid types.UID) {
