@@ -330,7 +330,7 @@ func TestKubeRun(t *testing.T) {
 		"### Kubernetes: cold start of a pod-backed session", "| floor (by hand) |", "| Berth, no pool |", "| Berth, warm pool |",
 		"### Kubernetes: warm invoke, pod vs local sandbox", "| pod, direct |", "| pod, through Berth |", "| local runc sandbox, through Berth |",
 		"### Kubernetes: 5 concurrent sessions", "| floor (by hand) | 5 | 0 |", "| Berth | 5 | 0 |",
-		"| kubernetes: 5 concurrent pod-backed sessions on one node | 5 live, 0 errors | 5 live, 0 errors, 0 pods left after shutdown | PASS |",
+		"| kubernetes: 5 concurrent pod-backed sessions on one node | 5 live, 0 errors | 5 live, 0 errors, 0 pods left after the runtime's deletion | PASS |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q", want)

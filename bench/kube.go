@@ -334,12 +334,12 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 	n := b.cfg.KubeSessions
 	t := b.rep.section(fmt.Sprintf("Kubernetes: %d concurrent sessions", n), fmt.Sprintf(
 		"*Berth*: %d new sessions of the Go agent started at once (each its first `{\"op\":\"echo\"}` call, all in "+
-			"flight together, no keep-alive), one pod each, on the one node; then the server shuts down, which must "+
-			"delete every pod. *floor (by hand)*: before it, %d pods of the same agent and spec started at once with "+
+			"flight together, no keep-alive), one pod each, on the one node; then the runtime is deleted, which must "+
+			"delete every pod (a server that shuts down hands its sessions over to its successor instead). *floor (by hand)*: before it, %d pods of the same agent and spec started at once with "+
 			"the kubernetes driver alone, each polled on /ping every millisecond until its first call answers, then "+
 			"all stopped at once. *all answering*: from the start until the last first answer arrived; *first answer*: "+
 			"per session, from its start until the first byte of its first answer; *pods running*: the run's pods the "+
-			"API server lists as Running once all have answered; *all pods gone*: from the shutdown (Berth) or the "+
+			"API server lists as Running once all have answered; *all pods gone*: from the runtime's deletion (Berth) or the "+
 			"stops (floor) until every pod is deleted.", n, n),
 		"path", "sessions", "errors", "all answering", "first answer min", "p50", "p90", "p99", "sessions/s", "pods running", "all pods gone after")
 	defer b.rep.done(t)
@@ -427,10 +427,13 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 	if err != nil {
 		return err
 	}
-	stopped = true
 	begin = time.Now()
-	stopErr = srv.stop()
+	stopErr = cl.deleteRuntime(ctx, rt.ID)
 	berthGone, goneErr := gone(time.Since(begin), stopErr)
+	stopped = true
+	if err := srv.stop(); err != nil && goneErr == nil {
+		goneErr = err
+	}
 	row("Berth", times, failed, all, berthRunning, berthGone)
 	t.note("Berth counted %d live sessions once all had answered", live)
 	ok := failed == 0 && live == n && berthRunning == n && goneErr == nil
@@ -441,7 +444,7 @@ func (b *bench) kubeMany(ctx context.Context, c *kubeCluster, srv *berth, d *kub
 			left = len(l)
 		}
 	}
-	b.rep.check(target, goal, fmt.Sprintf("%d live, %d errors, %d pods left after shutdown", live, failed, left), ok)
+	b.rep.check(target, goal, fmt.Sprintf("%d live, %d errors, %d pods left after the runtime's deletion", live, failed, left), ok)
 	if goneErr != nil {
 		b.rep.fail(t, goneErr)
 	}

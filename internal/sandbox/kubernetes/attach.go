@@ -113,7 +113,7 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 	if sb != nil && sb.id == id {
 		return sb.Stop(ctx)
 	}
-	if err := d.deletePod(ctx, name, ""); err != nil {
+	if err := d.deletePod(ctx, name, "", nil); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if err := d.deletePolicy(ctx, name); err != nil {

@@ -30,6 +30,7 @@ type Sandbox struct {
 
 	started chan struct{} // closed once the agent runs, has exited or cannot start
 	done    chan struct{} // closed once the agent has exited
+	gone    chan struct{} // closed once the watch saw the pod deleted
 
 	mu        sync.Mutex
 	uid       types.UID
@@ -46,7 +47,7 @@ type Sandbox struct {
 }
 
 func newSandbox(d *Driver, id, name string) *Sandbox {
-	return &Sandbox{d: d, id: id, name: name, started: make(chan struct{}), done: make(chan struct{})}
+	return &Sandbox{d: d, id: id, name: name, started: make(chan struct{}), done: make(chan struct{}), gone: make(chan struct{})}
 }
 
 // ID returns the sandbox's id.
@@ -107,7 +108,7 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	uid := s.uid
 	s.stopped = true
 	s.mu.Unlock()
-	if err := s.d.deletePod(ctx, s.name, string(uid)); err != nil {
+	if err := s.d.deletePod(ctx, s.name, string(uid), s.gone); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", s.id, err)
 	}
 	if err := s.d.deletePolicy(ctx, s.name); err != nil {
@@ -248,6 +249,9 @@ func (s *Sandbox) observe(pod *corev1.Pod, deleted bool) {
 		}
 		s.markStarted(reason)
 		s.finishLocked(reason)
+		if !isClosed(s.gone) {
+			close(s.gone)
+		}
 		return
 	}
 	for _, c := range pod.Status.InitContainerStatuses {
