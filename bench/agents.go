@@ -65,13 +65,15 @@ var floorEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PORT=
 // network mode mode, and returns a transport to it once its /ping answers
 // 200.
 func startByHand(ctx context.Context, d sandbox.Driver, a agentDef, mode string) (sandbox.Sandbox, *http.Transport, error) {
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	// The agent's output is kept only to say why it failed.
+	out, err := os.CreateTemp("", "berth-bench-agent-*.log")
 	if err != nil {
 		return nil, nil, err
 	}
-	defer devnull.Close()
+	defer os.Remove(out.Name())
+	defer out.Close()
 	sb, err := d.Start(ctx, sandbox.Spec{ID: "floor-" + rand.Text()[:12], Args: a.args, Env: floorEnv, CodeDir: a.dir,
-		WorkDir: "/app", Stdout: devnull, Stderr: devnull, Network: sandbox.Network{Mode: sandbox.NetworkMode(mode)}})
+		WorkDir: "/app", Stdout: out, Stderr: out, Network: sandbox.Network{Mode: sandbox.NetworkMode(mode)}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start %s agent by hand: %w", a.name, err)
 	}
@@ -94,7 +96,9 @@ func startByHand(ctx context.Context, d sandbox.Driver, a agentDef, mode string)
 		// Poll every millisecond: the floor is the best a caller could do.
 		select {
 		case <-sb.Done():
-			return nil, nil, fmt.Errorf("%s agent started by hand exited: %w", a.name, sb.Err())
+			sb.Stop(context.WithoutCancel(ctx)) // also ends copying its output
+			tail, _ := os.ReadFile(out.Name())
+			return nil, nil, fmt.Errorf("%s agent started by hand exited: %w; its output ends: %q", a.name, sb.Err(), tail[max(len(tail)-1000, 0):])
 		case <-ctx.Done():
 			sb.Stop(context.WithoutCancel(ctx))
 			return nil, nil, fmt.Errorf("%s agent started by hand did not answer /ping: %w", a.name, ctx.Err())

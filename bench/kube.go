@@ -72,17 +72,31 @@ func (b *bench) kubeRun(ctx context.Context) (err error) {
 		return err
 	}
 	fmt.Fprintf(b.cfg.Out, "  kubernetes: %s\n", clusterNote)
-	d, err := kubernetes.New(kubernetes.Options{
-		Config: c.config, Namespace: c.namespace, Owner: c.owner, BundleListen: net.JoinHostPort(c.hostIP, "0"),
-		AllowFrom: []string{c.hostIP + "/32"}, RequestPercent: kubeRequestPercent, Defaults: kubeLimits,
-		Logger: b.cfg.Log.With("driver", "kubernetes"),
-	})
+	// Berth's driver and the by-hand one have owners of their own: Berth
+	// removes the pods of its owner that none of its sessions accounts for.
+	newDriver := func(owner string) (*kubernetes.Driver, error) {
+		d, err := kubernetes.New(kubernetes.Options{
+			Config: c.config, Namespace: c.namespace, Owner: owner, BundleListen: net.JoinHostPort(c.hostIP, "0"),
+			AllowFrom: []string{c.hostIP + "/32"}, RequestPercent: kubeRequestPercent, Defaults: kubeLimits,
+			Logger: b.cfg.Log.With("driver", "kubernetes"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes driver: %w", err)
+		}
+		return d, nil
+	}
+	berthDriver, err := newDriver(c.owner)
 	if err != nil {
-		return fmt.Errorf("kubernetes driver: %w", err)
+		return err
+	}
+	defer berthDriver.Close()
+	d, err := newDriver(c.owner + floorOwner)
+	if err != nil {
+		return err
 	}
 	defer d.Close()
 
-	srv, err := b.startBerth(ctx, "kube", server.Config{Driver: d, MaxSessions: b.cfg.KubeSessions + 10 + b.cfg.PoolSize,
+	srv, err := b.startBerth(ctx, "kube", server.Config{Driver: berthDriver, MaxSessions: b.cfg.KubeSessions + 10 + b.cfg.PoolSize,
 		SessionLimits: kubeLimits, ReadyTimeout: 3 * time.Minute})
 	if err != nil {
 		return err
@@ -168,10 +182,14 @@ func (c *kubeCluster) describe(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%s; %d pods in the cluster before the run", strings.Join(ns, "; "), len(pods.Items)), nil
 }
 
-// ownPods returns the pods of the run's driver that are not being deleted.
+// floorOwner ends the owner of the by-hand driver's pods.
+const floorOwner = "-floor"
+
+// ownPods returns the pods of the run's drivers (Berth's and the by-hand
+// one) that are not being deleted.
 func (c *kubeCluster) ownPods(ctx context.Context, selector string) ([]corev1.Pod, error) {
 	list, err := c.client.CoreV1().Pods(c.namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: kubernetes.LabelManagedBy + "=" + c.owner + selector})
+		LabelSelector: fmt.Sprintf("%s in (%s,%s%s)%s", kubernetes.LabelManagedBy, c.owner, c.owner, floorOwner, selector)})
 	if err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}

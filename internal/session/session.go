@@ -644,14 +644,25 @@ func (m *Manager) Stop(ctx context.Context, runtimeID, sessionID string) error {
 	return nil
 }
 
-// StopRuntime ends every session of a runtime.
+// StopRuntime ends every session of a runtime, many at once: ending one
+// may wait a second or more for its sandbox to go (a pod).
 func (m *Manager) StopRuntime(ctx context.Context, runtimeID string) error {
 	infos, err := m.ListAll(ctx, runtimeID)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, stopParallel)
 	for _, in := range infos {
-		_ = m.Stop(ctx, runtimeID, in.SessionID)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = m.Stop(ctx, runtimeID, in.SessionID)
+		})
 	}
+	wg.Wait()
 	return err
 }
+
+// stopParallel bounds how many sessions StopRuntime ends at once.
+const stopParallel = 32
 
 // end removes a session and destroys its sandbox. Only the first call for a
 // session does anything.

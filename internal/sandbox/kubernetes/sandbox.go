@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -305,6 +306,11 @@ func exitReason(t *corev1.ContainerStateTerminated) error {
 		return fmt.Errorf("killed: out of memory (OOMKilled, status %d)", t.ExitCode)
 	case t.Signal != 0:
 		return fmt.Errorf("killed by signal %d (%s)", t.Signal, t.Reason)
+	case t.Message != "":
+		// With TerminationMessageFallbackToLogsOnError, the end of the
+		// agent's log: what it said before it died.
+		msg := strings.TrimSpace(t.Message)
+		return fmt.Errorf("exited with status %d (%s): %s", t.ExitCode, t.Reason, msg[max(len(msg)-500, 0):])
 	default:
 		return fmt.Errorf("exited with status %d (%s)", t.ExitCode, t.Reason)
 	}
