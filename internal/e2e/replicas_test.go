@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,9 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes/kubetest"
 )
 
 // kubeCluster is the test cluster (tools/k8s/k8s-up.sh, which .ci/run
@@ -34,31 +32,8 @@ type kubeCluster struct {
 
 func requireKube(t *testing.T) *kubeCluster {
 	t.Helper()
-	kc, hostIP := os.Getenv("BERTH_TEST_KUBECONFIG"), os.Getenv("BERTH_TEST_KUBE_HOST_IP")
-	if kc == "" || hostIP == "" {
-		t.Skip("no Kubernetes cluster: set BERTH_TEST_KUBECONFIG and BERTH_TEST_KUBE_HOST_IP (bash tools/k8s/k8s-up.sh; source $K8S_DIR/env)")
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Discovery().ServerVersion(); err != nil {
-		t.Skipf("no Kubernetes cluster: %s is unreachable: %v", kc, err)
-	}
-	ns := fmt.Sprintf("berth-e2e-%d", time.Now().UnixNano()%1e9)
-	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	waitFor(t, 30*time.Second, "the namespace's default service account", func() bool {
-		_, err := client.CoreV1().ServiceAccounts(ns).Get(t.Context(), "default", metav1.GetOptions{})
-		return err == nil
-	})
-	return &kubeCluster{kubeconfig: kc, hostIP: hostIP, namespace: ns, client: client}
+	kc := kubetest.New(t, "berth-e2e")
+	return &kubeCluster{kubeconfig: kc.Kubeconfig, hostIP: kc.HostIP, namespace: kc.Namespace, client: kc.Client}
 }
 
 // pods returns the names of the namespace's pods that are not being

@@ -18,13 +18,11 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthrun/berth/internal/image/imagetest"
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes/kubetest"
 )
 
 // TestKubernetesImage deploys a runtime of a container image
@@ -34,21 +32,8 @@ import (
 // and the agent runs as the image's user, in its working directory, with
 // its environment. An image uploaded to Berth is refused with the reason.
 func TestKubernetesImage(t *testing.T) {
-	kubeconfig, hostIP := os.Getenv("BERTH_TEST_KUBECONFIG"), os.Getenv("BERTH_TEST_KUBE_HOST_IP")
-	if kubeconfig == "" || hostIP == "" {
-		t.Skip("no Kubernetes cluster: set BERTH_TEST_KUBECONFIG and BERTH_TEST_KUBE_HOST_IP (bash tools/k8s/k8s-up.sh; source $K8S_DIR/env)")
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Discovery().ServerVersion(); err != nil {
-		t.Skipf("no Kubernetes cluster: %s is unreachable: %v", kubeconfig, err)
-	}
+	kc := kubetest.New(t, "berth-server-image-test")
+	cfg, ns, hostIP, client := kc.Config, kc.Namespace, kc.HostIP, kc.Client
 	reg := imagetest.Start(t, false)
 	bin := filepath.Join(t.TempDir(), "agent")
 	build := exec.Command("go", "build", "-o", bin, "github.com/berthrun/berth/testdata/agents/goagent")
@@ -65,17 +50,6 @@ func TestKubernetesImage(t *testing.T) {
 	uri := reg.Push("team/agent:1", img)
 	digest, _ := img.Digest()
 
-	ns := fmt.Sprintf("berth-server-image-test-%d", os.Getpid())
-	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	for {
-		if _, err := client.CoreV1().ServiceAccounts(ns).Get(t.Context(), "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	d, err := kubernetes.New(kubernetes.Options{
 		Config: cfg, Namespace: ns, BundleListen: net.JoinHostPort(hostIP, "0"), AllowFrom: []string{hostIP + "/32"},
 		Logger: slog.New(slog.DiscardHandler),

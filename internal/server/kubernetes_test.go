@@ -2,55 +2,27 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes/kubetest"
 )
 
 // TestKubernetesDriver runs a session of a deployed runtime as a pod of the
 // test cluster (tools/k8s/k8s-up.sh; see internal/sandbox/kubernetes), and
 // checks that StopRuntimeSession deletes the pod.
 func TestKubernetesDriver(t *testing.T) {
-	kubeconfig, hostIP := os.Getenv("BERTH_TEST_KUBECONFIG"), os.Getenv("BERTH_TEST_KUBE_HOST_IP")
-	if kubeconfig == "" || hostIP == "" {
-		t.Skip("no Kubernetes cluster: set BERTH_TEST_KUBECONFIG and BERTH_TEST_KUBE_HOST_IP (bash tools/k8s/k8s-up.sh; source $K8S_DIR/env)")
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Discovery().ServerVersion(); err != nil {
-		t.Skipf("no Kubernetes cluster: %s is unreachable: %v", kubeconfig, err)
-	}
-	ns := fmt.Sprintf("berth-server-test-%d", os.Getpid())
-	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	for {
-		if _, err := client.CoreV1().ServiceAccounts(ns).Get(t.Context(), "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	kc := kubetest.New(t, "berth-server-test")
+	cfg, ns, hostIP, client := kc.Config, kc.Namespace, kc.HostIP, kc.Client
 	d, err := kubernetes.New(kubernetes.Options{
 		Config: cfg, Namespace: ns, BundleListen: net.JoinHostPort(hostIP, "0"), AllowFrom: []string{hostIP + "/32"},
 		Logger: slog.New(slog.DiscardHandler),

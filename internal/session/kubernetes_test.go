@@ -1,14 +1,10 @@
 package session_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -17,10 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes/kubetest"
 	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
 	"github.com/berthrun/berth/internal/session"
 )
@@ -51,38 +46,8 @@ func (o *warmObserver) starts() []bool {
 // labelled with it, the pool refills, a claimed pod serves one session
 // only, and releasing the pool deletes the pods no session claimed.
 func TestKubernetesWarmPool(t *testing.T) {
-	kubeconfig, hostIP := os.Getenv("BERTH_TEST_KUBECONFIG"), os.Getenv("BERTH_TEST_KUBE_HOST_IP")
-	if kubeconfig == "" || hostIP == "" {
-		t.Skip("no Kubernetes cluster: set BERTH_TEST_KUBECONFIG and BERTH_TEST_KUBE_HOST_IP (bash tools/k8s/k8s-up.sh; source $K8S_DIR/env)")
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Discovery().ServerVersion(); err != nil {
-		t.Skipf("no Kubernetes cluster: %s is unreachable: %v", kubeconfig, err)
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "berth-pool-test-" + hex.EncodeToString(b)
-	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	for { // pods are refused until the namespace's default ServiceAccount exists
-		_, err := client.CoreV1().ServiceAccounts(ns).Get(t.Context(), "default", metav1.GetOptions{})
-		if err == nil {
-			break
-		}
-		if !apierrors.IsNotFound(err) {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	kc := kubetest.New(t, "berth-pool-test")
+	cfg, ns, hostIP, client := kc.Config, kc.Namespace, kc.HostIP, kc.Client
 	const owner = "pool-test"
 	d, err := kubernetes.New(kubernetes.Options{
 		Config: cfg, Namespace: ns, Owner: owner, BundleListen: net.JoinHostPort(hostIP, "0"),

@@ -2,7 +2,6 @@ package kubernetes_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,24 +18,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthrun/berth/internal/sandbox"
 	"github.com/berthrun/berth/internal/sandbox/kubernetes"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes/kubetest"
 	"github.com/berthrun/berth/internal/sandbox/sandboxtest"
 )
 
-// The test cluster is the one tools/k8s/k8s-up.sh starts (.ci/run does):
-// BERTH_TEST_KUBECONFIG points at its kubeconfig. Pods reach the host at
-// BERTH_TEST_KUBE_HOST_IP, the node bridge's address (10.244.0.1 there),
-// where the driver serves code bundles. BERTH_TEST_KUBE_POD_PIDS_LIMIT is
-// the kubelet's podPidsLimit; BERTH_TEST_KUBE_SECCOMP_DIR is the kubelet's
-// seccomp directory, where the test installs Berth's profile.
+// The test cluster is the one tools/k8s/k8s-up.sh starts (.ci/run does;
+// see package kubetest). BERTH_TEST_KUBE_POD_PIDS_LIMIT is the kubelet's
+// podPidsLimit; BERTH_TEST_KUBE_SECCOMP_DIR is the kubelet's seccomp
+// directory, where the test installs Berth's profile.
 const (
-	kubeconfigEnv = "BERTH_TEST_KUBECONFIG"
-	hostIPEnv     = "BERTH_TEST_KUBE_HOST_IP"
-	pidsLimitEnv  = "BERTH_TEST_KUBE_POD_PIDS_LIMIT"
-	seccompEnv    = "BERTH_TEST_KUBE_SECCOMP_DIR"
+	pidsLimitEnv = "BERTH_TEST_KUBE_POD_PIDS_LIMIT"
+	seccompEnv   = "BERTH_TEST_KUBE_SECCOMP_DIR"
 )
 
 // cluster is a reachable test cluster with a namespace of the test's own.
@@ -52,55 +47,8 @@ type cluster struct {
 // test, deleted when it ends; it skips the test when there is no cluster.
 func testCluster(t testing.TB) *cluster {
 	t.Helper()
-	path := os.Getenv(kubeconfigEnv)
-	if path == "" {
-		t.Skipf("no Kubernetes cluster: set %s to a kubeconfig (bash tools/k8s/k8s-up.sh starts one)", kubeconfigEnv)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		t.Skipf("no Kubernetes cluster: %s=%s: %v", kubeconfigEnv, path, err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if _, err := client.Discovery().ServerVersion(); err != nil || ctx.Err() != nil {
-		t.Skipf("no Kubernetes cluster: %s=%s is unreachable: %v", kubeconfigEnv, path, err)
-	}
-	hostIP := os.Getenv(hostIPEnv)
-	if hostIP == "" {
-		hostIP = "10.244.0.1"
-	}
-	if ln, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0")); err != nil {
-		t.Skipf("the cluster's pods cannot reach this host: no address %s here (set %s): %v", hostIP, hostIPEnv, err)
-	} else {
-		ln.Close()
-	}
-	ns := "berth-test-" + randomHex(4)
-	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
-			t.Errorf("delete namespace %s: %v", ns, err)
-		}
-	})
-	// Pods are refused until the namespace's default ServiceAccount exists.
-	for {
-		_, err := client.CoreV1().ServiceAccounts(ns).Get(t.Context(), "default", metav1.GetOptions{})
-		if err == nil {
-			break
-		}
-		if !apierrors.IsNotFound(err) {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	c := &cluster{config: cfg, client: client, namespace: ns, hostIP: hostIP}
+	kc := kubetest.New(t, "berth-test")
+	c := &cluster{config: kc.Config, client: kc.Client, namespace: kc.Namespace, hostIP: kc.HostIP}
 	if dir := os.Getenv(seccompEnv); dir != "" {
 		data, err := kubernetes.SeccompProfileJSON()
 		if err != nil {
@@ -289,14 +237,6 @@ func TestNewBadOptions(t *testing.T) {
 			}
 		})
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // BenchmarkColdStart measures a pod-backed sandbox's cold start: from
