@@ -121,7 +121,8 @@ func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *
 		args = append([]string{"--insecure-no-auth"}, args...)
 	}
 	b.args = append([]string{"--cgroup-parent", b.cgroupParent}, args...)
-	b.start()
+	// Registered before start, so that a server that fails to answer in
+	// time is stopped too.
 	t.Cleanup(func() {
 		b.stop()
 		// The (by then empty) parent cgroups, one per OCI runtime below
@@ -134,6 +135,7 @@ func startBerthEnv(t *testing.T, dataDir string, env []string, args ...string) *
 			}
 		}
 	})
+	b.start()
 	return b
 }
 

@@ -227,8 +227,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		driver, checkOCIRuntime = runtimes, runtimes.Check
 	}
 	// Sandboxes that outlive Berth belong to sessions in the store, which
-	// this replica or another may serve: Reconcile, below, removes only
-	// those no session or live replica accounts for.
+	// this replica or another may serve: the session manager removes only
+	// those no session or live replica accounts for (session.Reconcile).
 	_, shared := driver.(sandbox.Shared)
 	if !shared {
 		if err := driver.Cleanup(ctx); err != nil {
@@ -322,9 +322,6 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return out
 	})
 	s.closers = append(s.closers, s.sessions.Close)
-	if err := s.sessions.Reconcile(ctx); err != nil {
-		return nil, fmt.Errorf("reconcile the sandboxes of earlier runs: %w", err)
-	}
 
 	var verifier *auth.Verifier
 	if cfg.Auth {

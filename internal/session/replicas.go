@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/berthrun/berth/internal/sandbox"
@@ -186,15 +187,24 @@ func transportTo(sb sandbox.Sandbox, port int) *agentTransport {
 	})
 }
 
-// heartbeat, until Close, reports calls, renews this replica's leases, takes
-// over the sessions of replicas that died, and every reconcileEvery beats
-// removes what dead sessions and replicas left behind.
+// heartbeat, until Close, removes what dead sessions and replicas left
+// behind (at once, then every reconcileEvery beats), reports calls, renews
+// this replica's leases and takes over the sessions of replicas that died.
 func (m *Manager) heartbeat() {
 	defer m.wg.Done()
 	interval := m.opts.Lease / 3
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	for n := 1; ; n++ {
+	for n := 0; ; n++ {
+		if n%reconcileEvery == 0 {
+			// Removing a sandbox can take as long as its grace period:
+			// a minute at least.
+			ctx, cancel := context.WithTimeout(m.ctx, max(interval, time.Minute))
+			if err := m.Reconcile(ctx); err != nil && m.ctx.Err() == nil {
+				m.log.Warn("reconcile sessions", "err", err)
+			}
+			cancel()
+		}
 		select {
 		case <-m.ctx.Done():
 			return
@@ -202,11 +212,6 @@ func (m *Manager) heartbeat() {
 		}
 		ctx, cancel := context.WithTimeout(m.ctx, interval)
 		m.beat(ctx)
-		if n%reconcileEvery == 0 {
-			if err := m.Reconcile(ctx); err != nil && m.ctx.Err() == nil {
-				m.log.Warn("reconcile sessions", "err", err)
-			}
-		}
 		cancel()
 	}
 }
@@ -352,8 +357,8 @@ func (m *Manager) adopt(ctx context.Context, rec Record) {
 
 // Reconcile removes what dead sessions and dead replicas left behind:
 // sandboxes that no session record names and no live replica started
-// (orphans), and records whose sandbox is gone. The server runs it on
-// start-up; the heartbeat runs it now and then.
+// (orphans), and records whose sandbox is gone. The heartbeat runs it when
+// the manager starts and now and then after.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	if !m.shared() {
 		return nil
@@ -379,15 +384,29 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		named[r.SandboxID] = true
 	}
 	exists := map[string]bool{}
+	var orphans []string
 	for _, sb := range sandboxes {
 		exists[sb.ID] = true
-		if named[sb.ID] || liveReplica[sb.Labels[LabelReplica]] {
-			continue // a session's, or a live replica's warm or starting one
+		if !named[sb.ID] && !liveReplica[sb.Labels[LabelReplica]] {
+			// Neither a session's nor a live replica's warm or starting one.
+			orphans = append(orphans, sb.ID)
 		}
-		m.log.Info("removing an orphaned sandbox", "sandbox", sb.ID, "replica", sb.Labels[LabelReplica])
-		if err := m.driverShared.Remove(ctx, sb.ID); err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
+	}
+	// Many at once: each may wait for its sandbox's grace period.
+	errs := make([]error, len(orphans))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, stopParallel)
+	for i, id := range orphans {
+		m.log.Info("removing an orphaned sandbox", "sandbox", id)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = m.driverShared.Remove(ctx, id)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, r := range recs {
 		// A young record may name a sandbox being created.
