@@ -1,0 +1,50 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berthrun/berth/internal/sandbox"
+)
+
+// Any replica can read any pod's log.
+var _ sandbox.LogSource = (*Driver)(nil)
+
+// Logs implements sandbox.LogSource with the agent container's log
+// (pods/log), which holds stdout and stderr merged. The kubelet starts
+// each line with its time (Timestamps); Since goes to the API server
+// rounded down to the second, the precision of its SinceTime.
+func (d *Driver) Logs(ctx context.Context, id string, o sandbox.LogOptions) (io.ReadCloser, error) {
+	// The pod must be this owner's sandbox id, not merely share its name.
+	if _, err := d.getPod(ctx, id); err != nil {
+		return nil, fmt.Errorf("logs of sandbox %q: %w", id, err)
+	}
+	opts := podLogOptions(o)
+	rc, err := d.client.CoreV1().Pods(d.opts.Namespace).GetLogs(PodName(id), opts).Stream(ctx)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("logs of sandbox %q: %w", id, sandbox.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("logs of sandbox %q: %w", id, err)
+	}
+	return rc, nil
+}
+
+// podLogOptions turns LogOptions into the pods/log request's.
+func podLogOptions(o sandbox.LogOptions) *corev1.PodLogOptions {
+	opts := &corev1.PodLogOptions{Container: agentContainer, Timestamps: true, Follow: o.Follow}
+	if !o.Since.IsZero() {
+		opts.SinceTime = &metav1.Time{Time: o.Since.UTC().Truncate(time.Second)}
+	}
+	if o.Tail > 0 {
+		n := int64(o.Tail)
+		opts.TailLines = &n
+	}
+	return opts
+}
