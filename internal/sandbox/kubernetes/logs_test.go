@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/sandbox/kubernetes"
 )
 
 // TestLogs: another replica (a second driver of the same owner) reads the
@@ -85,6 +89,33 @@ func TestLogs(t *testing.T) {
 	}
 	if strings.Join(followed, ",") != "one,two,three,four" {
 		t.Errorf("followed %v (%v), want one,two,three,four", followed, sc.Err())
+	}
+
+	// A pod whose agent waits to start (as one another replica is
+	// starting) has no output yet; a follow of it waits.
+	pending := "logs-pending"
+	if _, err := c.client.CoreV1().Pods(c.namespace).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: kubernetes.PodName(pending),
+			Labels:      map[string]string{kubernetes.LabelManagedBy: "logs"},
+			Annotations: map[string]string{kubernetes.AnnotationID: pending}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64),
+			InitContainers:                []corev1.Container{{Name: "wait", Image: kubernetes.DefaultImage, Command: []string{"sleep", "600"}}},
+			Containers:                    []corev1.Container{{Name: "agent", Image: kubernetes.DefaultImage, Command: []string{"sleep", "600"}}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Remove(context.Background(), pending) })
+	if rc, err := b.Logs(ctx, pending, sandbox.LogOptions{}); err != nil {
+		t.Errorf("logs of a pod whose agent has not started: %v, want no output", err)
+	} else if data, _ := io.ReadAll(rc); len(data) != 0 {
+		t.Errorf("logs of a pod whose agent has not started: %q, want none", data)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer wcancel()
+	if _, err := b.Logs(wctx, pending, sandbox.LogOptions{Follow: true}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("following a pod whose agent has not started: err = %v, want to wait until the caller goes", err)
 	}
 
 	for _, d := range []sandbox.LogSource{b, other} {
