@@ -229,3 +229,23 @@ func TestReadStreamOpenError(t *testing.T) {
 		t.Errorf("err = %v, want it to wrap the driver's and name the session", err)
 	}
 }
+
+// BenchmarkReadStream converts a pod log of 10,000 lines, with a level
+// filter and a tail (so every line is parsed here).
+func BenchmarkReadStream(b *testing.B) {
+	f := &fakeOutput{}
+	for i := range 10_000 {
+		f.add(t0.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf(`{"level":"info","msg":"line %d of the agent's output"}`, i))
+	}
+	data := strings.Join(f.lines, "\n") + "\n"
+	open := func(context.Context, time.Time, int, bool) (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader(data)), nil
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		h, err := ReadStream(b.Context(), "s1", Query{Level: "info", Tail: 100}, open)
+		if err != nil || len(h.Lines) != 100 {
+			b.Fatal(len(h.Lines), err)
+		}
+	}
+}
