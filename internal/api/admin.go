@@ -13,6 +13,8 @@ import (
 
 	"github.com/berthrun/berth/internal/artifact"
 	"github.com/berthrun/berth/internal/image"
+	"github.com/berthrun/berth/internal/sandbox"
+	"github.com/berthrun/berth/internal/session"
 	"github.com/berthrun/berth/internal/telemetry"
 )
 
@@ -230,7 +232,9 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	query.Dirs = dirs()
 	if sessionID != "" && len(query.Dirs) == 0 {
-		s.writeError(w, r, notFound("no logs of session %s of agent runtime %s", sessionID, runtimeID))
+		// Another replica started the session and has its log file; its
+		// sandbox's driver may keep the output too.
+		s.sandboxLogs(w, r, runtimeID, sessionID, query, q.Get("follow") == "true")
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -257,6 +261,43 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil && r.Context().Err() == nil {
 		s.log.Warn("follow logs", "request_id", requestID(r.Context()), "err", err)
+	}
+}
+
+// sandboxLogs serves the logs of a live session with no log file here from
+// its sandbox's driver (sandbox.LogSource), as logs does from files.
+func (s *Server) sandboxLogs(w http.ResponseWriter, r *http.Request, runtimeID, sessionID string, query telemetry.Query, follow bool) {
+	open := func(ctx context.Context, since time.Time, tail int, follow bool) (io.ReadCloser, error) {
+		return s.sessions.SandboxLogs(ctx, runtimeID, sessionID, sandbox.LogOptions{Follow: follow, Since: since, Tail: tail})
+	}
+	hist, err := telemetry.ReadStream(r.Context(), sessionID, query, open)
+	if errors.Is(err, session.ErrNotFound) {
+		s.writeError(w, r, notFound("no logs of session %s of agent runtime %s", sessionID, runtimeID))
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	rc := http.NewResponseController(w)
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for _, l := range hist.Lines {
+		enc.Encode(l)
+	}
+	if !follow {
+		return
+	}
+	rc.Flush()
+	err = hist.Follow(r.Context(), func(l telemetry.Line) error {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Warn("follow logs", "request_id", requestID(r.Context()), "session", sessionID, "err", err)
 	}
 }
 

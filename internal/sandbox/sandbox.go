@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -183,6 +184,33 @@ type Labeler interface {
 	// SetLabels adds labels to the sandbox's, replacing those of the same
 	// keys. Keys are made of [a-z0-9-], as in Spec.Labels.
 	SetLabels(ctx context.Context, labels map[string]string) error
+}
+
+// LogSource is implemented by drivers that keep each sandbox's output
+// themselves and can give it back to any replica of Berth, not only to the
+// one whose Spec.Stdout received it (kubernetes: the pod's log). Replicas
+// use it to show the logs of sessions another replica started.
+type LogSource interface {
+	// Logs returns the output of the live sandbox id, whoever started it,
+	// one line per printed line, oldest first, each line starting with the
+	// RFC 3339 time (nanoseconds, UTC) it was printed and a space.
+	// Stdout and stderr may be merged. With o.Follow the reader goes on
+	// with new output until the agent exits or ctx ends. ErrNotFound if
+	// there is no such sandbox.
+	Logs(ctx context.Context, id string, o LogOptions) (io.ReadCloser, error)
+}
+
+// LogOptions select what LogSource.Logs returns.
+type LogOptions struct {
+	// Follow keeps the reader open for new output.
+	Follow bool
+	// Since, if not zero, drops the lines printed before it. Drivers may
+	// round it down (Kubernetes: to the second), so callers that need
+	// precision filter again.
+	Since time.Time
+	// Tail, if positive, keeps only the last Tail lines of the output
+	// there is when the call is made.
+	Tail int
 }
 
 // Driver starts sandboxes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -177,6 +178,30 @@ func (m *Manager) forget(ctx context.Context, rec Record) {
 	if err := m.reg.Delete(ctx, rec.RuntimeID, rec.SessionID, rec.SandboxID); err != nil && !errors.Is(err, ErrNotFound) {
 		m.log.Warn("delete the record of a dead session", "runtime", rec.RuntimeID, "session", rec.SessionID, "err", err)
 	}
+}
+
+// SandboxLogs returns the output of a live session's sandbox as its driver
+// keeps it (see sandbox.LogSource), whichever replica started it: the
+// replicas that did not start a session have no log file of it. ErrNotFound
+// if the session has no record, or without a registry or a driver that
+// keeps output.
+func (m *Manager) SandboxLogs(ctx context.Context, runtimeID, sessionID string, o sandbox.LogOptions) (io.ReadCloser, error) {
+	src, ok := m.driver.(sandbox.LogSource)
+	if !m.shared() || !ok {
+		return nil, fmt.Errorf("logs of session %s of runtime %s: %w", sessionID, runtimeID, ErrNotFound)
+	}
+	rec, err := m.reg.Get(ctx, runtimeID, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("logs of session %s of runtime %s: %w", sessionID, runtimeID, err)
+	}
+	rc, err := src.Logs(ctx, rec.SandboxID, o)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil, fmt.Errorf("logs of session %s of runtime %s: %w: %w", sessionID, runtimeID, ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("logs of session %s of runtime %s: %w", sessionID, runtimeID, err)
+	}
+	return rc, nil
 }
 
 // transportTo returns the transport to the agent of sb listening on port.
