@@ -48,7 +48,8 @@ type Touch struct {
 // ErrRegistered reports that a session already has a record.
 var ErrRegistered = errors.New("session already registered")
 
-// Registry is the shared list of live sessions (a table in PostgreSQL).
+// Registry is the shared list of live sessions (a table of the store, which
+// replicas share in PostgreSQL).
 type Registry interface {
 	// Create adds r; ErrRegistered if the session has a record already.
 	Create(ctx context.Context, r Record) error
