@@ -213,15 +213,20 @@ func transportTo(sb sandbox.Sandbox, port int) *agentTransport {
 	})
 }
 
-// heartbeat, until Close, removes what dead sessions and replicas left
-// behind (at once, then every reconcileEvery beats), reports calls, renews
-// this replica's leases and takes over the sessions of replicas that died.
+// heartbeat, until Close, reports calls, renews this replica's leases (the
+// first time at once, so that other replicas know it is live before it
+// starts sandboxes), takes over the sessions of replicas that died, and
+// removes what dead sessions and replicas left behind (at once, then every
+// reconcileEvery beats).
 func (m *Manager) heartbeat() {
 	defer m.wg.Done()
 	interval := m.opts.Lease / 3
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for n := 0; ; n++ {
+		ctx, cancel := context.WithTimeout(m.ctx, interval)
+		m.beat(ctx)
+		cancel()
 		if n%reconcileEvery == 0 {
 			// Removing a sandbox can take as long as its grace period:
 			// a minute at least.
@@ -236,9 +241,6 @@ func (m *Manager) heartbeat() {
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(m.ctx, interval)
-		m.beat(ctx)
-		cancel()
 	}
 }
 
@@ -413,8 +415,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	var orphans []string
 	for _, sb := range sandboxes {
 		exists[sb.ID] = true
-		if !named[sb.ID] && !liveReplica[sb.Labels[LabelReplica]] {
-			// Neither a session's nor a live replica's warm or starting one.
+		// Neither a session's nor a live replica's warm or starting one,
+		// nor so young that its replica may not have said it is live.
+		if !named[sb.ID] && !liveReplica[sb.Labels[LabelReplica]] && time.Since(sb.Created) > m.opts.Lease {
 			orphans = append(orphans, sb.ID)
 		}
 	}

@@ -133,13 +133,14 @@ func (r *memRegistry) record(k Key) (Record, bool) {
 // replicas reach the pods of one cluster.
 type sharedDriver struct {
 	*fakeDriver
-	labels map[string]map[string]string // by sandbox id
+	labels  map[string]map[string]string // by sandbox id
+	created map[string]time.Time
 }
 
 func (d *sharedDriver) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	sb, err := d.fakeDriver.Start(ctx, spec)
 	d.mu.Lock()
-	d.labels[spec.ID] = spec.Labels
+	d.labels[spec.ID], d.created[spec.ID] = spec.Labels, time.Now()
 	d.mu.Unlock()
 	return sb, err
 }
@@ -158,7 +159,7 @@ func (d *sharedDriver) List(context.Context) ([]sandbox.Listing, error) {
 	defer d.mu.Unlock()
 	var out []sandbox.Listing
 	for id := range d.live {
-		out = append(out, sandbox.Listing{ID: id, Labels: d.labels[id]})
+		out = append(out, sandbox.Listing{ID: id, Labels: d.labels[id], Created: d.created[id]})
 	}
 	return out, nil
 }
@@ -181,7 +182,7 @@ func (f fixedTargets) Target(context.Context, string, int) (*Target, error) { re
 func replicas(t *testing.T, n int, tgt *Target) ([]*Manager, *memRegistry, *sharedDriver) {
 	t.Helper()
 	reg := newMemRegistry()
-	d := &sharedDriver{fakeDriver: &fakeDriver{}, labels: map[string]map[string]string{}}
+	d := &sharedDriver{fakeDriver: &fakeDriver{}, labels: map[string]map[string]string{}, created: map[string]time.Time{}}
 	var ms []*Manager
 	for i := range n {
 		m := New(d, Options{LogDir: t.TempDir(), ReapInterval: 10 * time.Millisecond, Registry: reg,
@@ -349,10 +350,17 @@ func TestReconcile(t *testing.T) {
 	m := ms[0]
 	ctx := context.Background()
 	kept := callOn(t, m, "kept", tgt)
-	// A sandbox of a replica that is gone, which no session names.
-	if _, err := d.Start(ctx, sandboxSpec("orphan", map[string]string{LabelReplica: "gone"})); err != nil {
-		t.Fatal(err)
+	// A sandbox of a replica that is gone, which no session names; and
+	// one as young as a sandbox a replica starts before its first
+	// heartbeat.
+	for _, id := range []string{"orphan", "young"} {
+		if _, err := d.Start(ctx, sandboxSpec(id, map[string]string{LabelReplica: "gone"})); err != nil {
+			t.Fatal(err)
+		}
 	}
+	d.mu.Lock()
+	d.created["orphan"] = time.Now().Add(-time.Hour)
+	d.mu.Unlock()
 	// A record of a session whose sandbox is gone, old enough not to be
 	// one still starting.
 	old := time.Now().Add(-time.Hour)
@@ -363,10 +371,12 @@ func TestReconcile(t *testing.T) {
 	}
 	d.mu.Lock()
 	_, orphanLive := d.live["orphan"]
+	_, youngLive := d.live["young"]
 	_, keptLive := d.live[kept.sandboxID]
 	d.mu.Unlock()
-	if orphanLive || !keptLive {
-		t.Errorf("after reconcile: orphan live %v (want false), session's sandbox live %v (want true)", orphanLive, keptLive)
+	if orphanLive || !youngLive || !keptLive {
+		t.Errorf("after reconcile: orphan live %v (want false), young sandbox live %v, session's sandbox live %v (want true)",
+			orphanLive, youngLive, keptLive)
 	}
 	if _, ok := reg.record(Key{"rt", "dead"}); ok {
 		t.Error("the record of a session without a sandbox remains")
