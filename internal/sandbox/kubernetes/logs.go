@@ -35,12 +35,13 @@ func (d *Driver) Logs(ctx context.Context, id string, o sandbox.LogOptions) (io.
 		switch {
 		case err == nil:
 			return rc, nil
-		case apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("logs of sandbox %q: %w", id, sandbox.ErrNotFound)
-		case !apierrors.IsBadRequest(err):
-			// The API server answers 400 to a container waiting to start.
+		case !apierrors.IsBadRequest(err) && !apierrors.IsNotFound(err):
 			return nil, fmt.Errorf("logs of sandbox %q: %w", id, err)
 		case !o.Follow:
+			// The pod exists (it was just read): the API server answers
+			// 400 to a container waiting to start, and the kubelet 404 to
+			// one it has not created yet. A pod gone meanwhile is found
+			// out by the next read of it.
 			return io.NopCloser(strings.NewReader("")), nil
 		}
 		select {
