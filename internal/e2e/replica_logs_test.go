@@ -37,12 +37,16 @@ func TestReplicaLogs(t *testing.T) {
 		}
 		return out
 	}
-	if got := texts(a.logs(query)); !slices.Equal(got, want) {
-		t.Fatalf("through the starting replica: %q, want %q", got, want)
-	}
 	// The kubelet may not have written the last line to the pod's log the
-	// moment the call returned.
+	// moment the call returned, nor the starting replica copied it.
 	var got []logLine
+	waitFor(t, 10*time.Second, "every line through the starting replica", func() bool {
+		got = a.logs(query)
+		return len(got) >= len(want)
+	})
+	if !slices.Equal(texts(got), want) {
+		t.Fatalf("through the starting replica: %q, want %q", texts(got), want)
+	}
 	waitFor(t, 10*time.Second, "every line through the other replica", func() bool {
 		got = b.logs(query)
 		return len(got) >= len(want)
