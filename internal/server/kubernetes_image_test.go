@@ -1,12 +1,9 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,7 +30,7 @@ import (
 // its environment. An image uploaded to Berth is refused with the reason.
 func TestKubernetesImage(t *testing.T) {
 	kc := kubetest.New(t, "berth-server-image-test")
-	cfg, ns, hostIP, client := kc.Config, kc.Namespace, kc.HostIP, kc.Client
+	ns, client := kc.Namespace, kc.Client
 	reg := imagetest.Start(t, false)
 	bin := filepath.Join(t.TempDir(), "agent")
 	build := exec.Command("go", "build", "-o", bin, "github.com/berthrun/berth/testdata/agents/goagent")
@@ -50,25 +47,7 @@ func TestKubernetesImage(t *testing.T) {
 	uri := reg.Push("team/agent:1", img)
 	digest, _ := img.Digest()
 
-	d, err := kubernetes.New(kubernetes.Options{
-		Config: cfg, Namespace: ns, BundleListen: net.JoinHostPort(hostIP, "0"), AllowFrom: []string{hostIP + "/32"},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Driver: d, InsecureRegistries: []string{reg.Host},
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + srv.Addr().String()
+	base := kubeServer(t, kc, Config{InsecureRegistries: []string{reg.Host}})
 
 	do := func(method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))

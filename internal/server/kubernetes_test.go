@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -22,26 +21,8 @@ import (
 // checks that StopRuntimeSession deletes the pod.
 func TestKubernetesDriver(t *testing.T) {
 	kc := kubetest.New(t, "berth-server-test")
-	cfg, ns, hostIP, client := kc.Config, kc.Namespace, kc.HostIP, kc.Client
-	d, err := kubernetes.New(kubernetes.Options{
-		Config: cfg, Namespace: ns, BundleListen: net.JoinHostPort(hostIP, "0"), AllowFrom: []string{hostIP + "/32"},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Driver: d, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + srv.Addr().String()
+	ns, client := kc.Namespace, kc.Client
+	base := kubeServer(t, kc, Config{})
 	arn := deployGoAgent(t, base)
 
 	const session = "kubernetes-session-000000000000000000000000"
@@ -73,4 +54,21 @@ func TestKubernetesDriver(t *testing.T) {
 	if _, err := client.CoreV1().Pods(ns).Get(t.Context(), pods.Items[0].Name, metav1.GetOptions{}); err == nil {
 		t.Errorf("pod %s is still there after StopRuntimeSession", pods.Items[0].Name)
 	}
+}
+
+// kubeServer runs a server with cfg whose sandboxes are pods of the test
+// cluster's namespace, and returns its base URL.
+func kubeServer(t *testing.T, kc *kubetest.Cluster, cfg Config) string {
+	t.Helper()
+	d, err := kubernetes.New(kubernetes.Options{
+		Config: kc.Config, Namespace: kc.Namespace, BundleListen: net.JoinHostPort(kc.HostIP, "0"),
+		AllowFrom: []string{kc.HostIP + "/32"}, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() }) // after the server has stopped
+	cfg.Driver = d
+	_, base := serve(t, cfg)
+	return base
 }

@@ -27,23 +27,30 @@ func startServer(tb testing.TB) (*Server, string) {
 	if _, err := exec.LookPath("runc"); err != nil {
 		tb.Skip("needs runc (apt-get install runc)")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	parent := "/berth-bench-" + fmt.Sprint(os.Getpid())
-	srv, err := New(ctx, Config{DataDir: tb.TempDir(), Addr: "127.0.0.1:0", CgroupParent: parent,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
+	tb.Cleanup(func() { // after the server has stopped
 		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", parent))
 		for _, d := range dirs {
 			os.Remove(d) // empty once every sandbox is gone
 		}
 	})
+	return serve(tb, Config{CgroupParent: parent})
+}
+
+// serve runs a server with cfg, on a loopback port and with its data in a
+// temporary directory, until the test ends.
+func serve(tb testing.TB, cfg Config) (*Server, string) {
+	tb.Helper()
+	cfg.DataDir, cfg.Addr, cfg.Logger = tb.TempDir(), "127.0.0.1:0", slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := New(ctx, cfg)
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
 	return srv, "http://" + srv.Addr().String()
 }
 
