@@ -2,8 +2,6 @@ package artifact
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -143,39 +141,21 @@ func (s *Store) download(ctx context.Context, digest string) error {
 		return fmt.Errorf("open shared blob: %w", err)
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(s.path("tmp"), "get-*")
+	tmp, err := s.spool(ctx, digest, "get-*", rc)
 	if err != nil {
-		return err
-	}
-	renamed := false
-	defer func() {
-		tmp.Close()
-		if !renamed {
-			os.Remove(tmp.Name())
+		if _, ok := errors.AsType[*BundleError](err); ok {
+			return err
 		}
-	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(ctxReader{ctx, rc}, s.opts.MaxZipped+1))
-	if err != nil {
-		return fmt.Errorf("read shared blob: %w", err)
+		return fmt.Errorf("shared blob: %w", err)
 	}
-	if n > s.opts.MaxZipped {
-		return &BundleError{Bundle: digest, Err: ErrTooLarge,
-			Reason: fmt.Sprintf("exceeds the %s limit for a zipped bundle", formatSize(s.opts.MaxZipped))}
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
-		return fmt.Errorf("shared blob's %d bytes have digest %s: %w", n, got, ErrCorrupt)
-	}
-	if err := tmp.Chmod(0o444); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
+	defer tmp.Close()
+	if tmp.digest != digest {
+		return fmt.Errorf("shared blob's %d bytes have digest %s: %w", tmp.size, tmp.digest, ErrCorrupt)
 	}
 	if err := os.Rename(tmp.Name(), s.blobPath(digest)); err != nil {
 		return err
 	}
-	renamed = true
+	tmp.kept = true
 	return syncDir(s.path("blobs", "sha256"))
 }
 

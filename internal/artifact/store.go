@@ -205,38 +205,19 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 	if err := validateLocation(bucket, key); err != nil {
 		return Object{}, fmt.Errorf("put: %w", err)
 	}
-	tmp, err := os.CreateTemp(s.path("tmp"), "put-*")
+	tmp, err := s.spool(ctx, key, "put-*", r)
 	if err != nil {
+		if _, ok := errors.AsType[*BundleError](err); ok {
+			return Object{}, err
+		}
 		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
-	renamed := false
-	defer func() {
-		tmp.Close()
-		if !renamed {
-			os.Remove(tmp.Name())
-		}
-	}()
-
-	h := sha256.New()
-	size, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(ctxReader{ctx, r}, s.opts.MaxZipped+1))
-	if err != nil {
-		return Object{}, fmt.Errorf("put %s/%s: read body: %w", bucket, key, err)
-	}
-	if size > s.opts.MaxZipped {
-		return Object{}, &BundleError{Bundle: key, Err: ErrTooLarge,
-			Reason: fmt.Sprintf("exceeds the %s limit for a zipped bundle", formatSize(s.opts.MaxZipped))}
-	}
-	if err := checkBundle(ctx, tmp, size, key, s.opts); err != nil {
+	defer tmp.Close()
+	size := tmp.size
+	if err := checkBundle(ctx, tmp.File, size, key, s.opts); err != nil {
 		return Object{}, err
 	}
-	if err := tmp.Chmod(0o444); err != nil {
-		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
-	}
-	obj := Object{Bucket: bucket, Key: key, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)),
-		Size: size, Modified: time.Now().UTC()}
+	obj := Object{Bucket: bucket, Key: key, Digest: tmp.digest, Size: size, Modified: time.Now().UTC()}
 	if s.opts.Shared != nil {
 		// Outside s.mu: uploading a large bundle takes a while, and
 		// other Puts need not wait for it.
@@ -254,7 +235,7 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 		if err := os.Rename(tmp.Name(), s.blobPath(obj.Digest)); err != nil {
 			return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 		}
-		renamed = true
+		tmp.kept = true
 		if err := syncDir(s.path("blobs", "sha256")); err != nil {
 			return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 		}
@@ -264,7 +245,7 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 
 	if s.opts.Shared != nil {
 		// tmp is open still, renamed or not, and holds the blob's bytes.
-		if err := s.putShared(ctx, obj, tmp); err != nil {
+		if err := s.putShared(ctx, obj, tmp.File); err != nil {
 			return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 		}
 		return obj, nil
@@ -278,6 +259,56 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader) (Objec
 		return Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
 	return obj, nil
+}
+
+// spooled is a bundle's bytes in a file of tmp/, on their way into blobs/.
+type spooled struct {
+	*os.File
+	digest string // "sha256:<hex>" of the bytes
+	size   int64
+	kept   bool // renamed into blobs/, so not to be removed
+}
+
+// spool copies r, the bundle called name in errors, into a new read-only
+// file of tmp/ named after pattern, and syncs it. It refuses more than
+// MaxZipped bytes. Closing the result removes its file unless kept is set.
+func (s *Store) spool(ctx context.Context, name, pattern string, r io.Reader) (*spooled, error) {
+	f, err := os.CreateTemp(s.path("tmp"), pattern)
+	if err != nil {
+		return nil, err
+	}
+	sp := &spooled{File: f}
+	ok := false
+	defer func() {
+		if !ok {
+			sp.Close()
+		}
+	}()
+	h := sha256.New()
+	if sp.size, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, s.opts.MaxZipped+1)); err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if sp.size > s.opts.MaxZipped {
+		return nil, &BundleError{Bundle: name, Err: ErrTooLarge,
+			Reason: fmt.Sprintf("exceeds the %s limit for a zipped bundle", formatSize(s.opts.MaxZipped))}
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	sp.digest, ok = "sha256:"+hex.EncodeToString(h.Sum(nil)), true
+	return sp, nil
+}
+
+// Close closes the file and removes it unless it was kept.
+func (sp *spooled) Close() error {
+	err := sp.File.Close()
+	if !sp.kept {
+		os.Remove(sp.Name())
+	}
+	return err
 }
 
 // Stat returns the current object of bucket and key.
