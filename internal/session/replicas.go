@@ -94,13 +94,16 @@ func (m *Manager) attachOrRegister(s *Session) (bool, error) {
 	ctx := s.ctx
 	deadline := time.Now().Add(m.opts.ReadyTimeout)
 	for {
+		// Registering first: a new session, the usual case, then costs
+		// one round trip to the registry.
+		err := m.register(ctx, s)
+		if !errors.Is(err, ErrRegistered) {
+			return false, err
+		}
+		// Another replica has the session: attach to its sandbox.
 		rec, err := m.reg.Get(ctx, s.RuntimeID, s.ID)
 		if errors.Is(err, ErrNotFound) {
-			err = m.register(ctx, s)
-			if errors.Is(err, ErrRegistered) {
-				continue // another replica was quicker: attach to its sandbox
-			}
-			return false, err
+			continue // ended meanwhile
 		}
 		if err != nil {
 			return false, fmt.Errorf("look up session %s: %w", s.ID, err)
